@@ -271,3 +271,8 @@ CREATE VIEW @extschema@.rfm_group_cells AS
 
 COMMENT ON VIEW @extschema@.rfm_group_cells IS
 'All 125 RFM cells with the group each one maps to under the map in force; a NULL group_name is a gap in the owner''s map';
+
+-- Scoring helpers and the RFM map are not personal data: anyone may use
+-- them. Tables holding customer data get no PUBLIC grants.
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
+GRANT SELECT ON @extschema@.rfm_groups, @extschema@.rfm_group_cells, @extschema@.rfm_group_default TO PUBLIC;

@@ -42,7 +42,7 @@ StaticAssertDecl(SEGMENTS_RFM_SCORES >= 1 && SEGMENTS_RFM_SCORES <= 9,
  */
 #define RFM_MAP_QUERY \
 	"SELECT group_name, r_min, r_max, fm_min, fm_max" \
-	"  FROM segments.rfm_groups" \
+	" FROM segments.rfm_groups" \
 	" ORDER BY position, group_name"
 
 /*

@@ -286,15 +286,23 @@ vc_unkey(uint64 k)
 }
 
 /*
- * Sort n uint64 keys.  LSD radix sort, 8 bits per pass, skipping the passes
- * in which every key has the same digit (common for small integers such as
- * order counts); insertion sort for tiny inputs.  Returns whichever of keys
- * and scratch holds the result.
+ * Sort n uint64 keys.  LSD radix sort, 8-bit digits (11-bit from 64k keys
+ * on, 6 passes instead of 8), skipping every digit in which all keys agree
+ * (most of them for small integers such as order counts or days); insertion
+ * sort for tiny inputs.  Returns whichever of keys and scratch holds the
+ * result.
  */
 static uint64 *
 vc_sort_keys(uint64 *keys, uint64 *scratch, int32 n)
 {
-	uint32		counts[8][256];
+	uint32		counts[8][1 << 11];
+	int			shifts[8];
+	int			npasses = 0;
+	int			bits = n >= 65536 ? 11 : 8;
+	uint32		mask = ((uint32) 1 << bits) - 1;
+	uint64		all_or = 0;
+	uint64		all_and = ~UINT64CONST(0);
+	uint64		varying;
 	uint64	   *src = keys;
 	uint64	   *dst = scratch;
 
@@ -315,31 +323,34 @@ vc_sort_keys(uint64 *keys, uint64 *scratch, int32 n)
 		return keys;
 	}
 
-	memset(counts, 0, sizeof(counts));
+	for (int32 i = 0; i < n; i++)
+	{
+		all_or |= keys[i];
+		all_and &= keys[i];
+	}
+	varying = all_or ^ all_and;
+	for (int shift = 0; shift < 64; shift += bits)
+		if ((varying >> shift) & mask)
+			shifts[npasses++] = shift;
+
+	for (int p = 0; p < npasses; p++)
+		memset(counts[p], 0, sizeof(uint32) * (mask + 1));
 	for (int32 i = 0; i < n; i++)
 	{
 		uint64		k = keys[i];
 
-		counts[0][k & 0xFF]++;
-		counts[1][(k >> 8) & 0xFF]++;
-		counts[2][(k >> 16) & 0xFF]++;
-		counts[3][(k >> 24) & 0xFF]++;
-		counts[4][(k >> 32) & 0xFF]++;
-		counts[5][(k >> 40) & 0xFF]++;
-		counts[6][(k >> 48) & 0xFF]++;
-		counts[7][(k >> 56) & 0xFF]++;
+		for (int p = 0; p < npasses; p++)
+			counts[p][(k >> shifts[p]) & mask]++;
 	}
 
-	for (int pass = 0; pass < 8; pass++)
+	for (int p = 0; p < npasses; p++)
 	{
-		uint32	   *c = counts[pass];
-		int			shift = pass * 8;
+		uint32	   *c = counts[p];
+		int			shift = shifts[p];
 		uint32		sum = 0;
 		uint64	   *tmp;
 
-		if (c[(src[0] >> shift) & 0xFF] == (uint32) n)
-			continue;
-		for (int d = 0; d < 256; d++)
+		for (uint32 d = 0; d <= mask; d++)
 		{
 			uint32		t = c[d];
 
@@ -350,7 +361,7 @@ vc_sort_keys(uint64 *keys, uint64 *scratch, int32 n)
 		{
 			uint64		k = src[i];
 
-			dst[c[(k >> shift) & 0xFF]++] = k;
+			dst[c[(k >> shift) & mask]++] = k;
 		}
 		tmp = src;
 		src = dst;
@@ -381,20 +392,26 @@ vc_merge_inplace(ValueCounts *vc, const VCPair *src, int32 m)
 	int32		nhigh;
 
 	Assert(vc->nsorted + (int64) m <= vc_capacity(vc));
-	while (j >= 0)
+	/* branch-free body: with random values the branches would mispredict */
+	while (i >= 0 && j >= 0)
 	{
-		if (i >= 0 && p[i].value > src[j].value)
-			p[w--] = p[i--];
-		else if (i >= 0 && p[i].value == src[j].value)
-		{
-			p[w].value = p[i].value;
-			p[w].count = p[i].count + src[j].count;
-			w--;
-			i--;
-			j--;
-		}
-		else
-			p[w--] = src[j--];
+		float8		x = p[i].value;
+		float8		y = src[j].value;
+		int64		cx = p[i].count;
+		int64		cy = src[j].count;
+		int			takex = x >= y;
+		int			takey = x <= y;
+
+		p[w].value = takex ? x : y;
+		p[w].count = (takex ? cx : 0) + (takey ? cy : 0);
+		w--;
+		i -= takex;
+		j -= takey;
+	}
+	if (j >= 0)
+	{
+		memcpy(&p[w - j], src, (Size) (j + 1) * sizeof(VCPair));
+		w -= j + 1;
 	}
 	/* p[0..i] never moved; the merged upper part is p[w+1..top] */
 	nhigh = top - w;
