@@ -605,8 +605,9 @@ BEGIN
 
 	-- data checks: amounts the shop holds negative would corrupt revenue
 	IF source_kind IN ('orders', 'carts') AND NOT COALESCE((opts->>'allow_negative_amounts')::pg_catalog.bool, false) THEN
-		EXECUTE pg_catalog.format('SELECT count(*) FROM %s t WHERE %I < 0', rel,
-			mapping->>CASE source_kind WHEN 'orders' THEN 'amount' ELSE 'value' END) INTO bad;
+		EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s t WHERE %s < 0', rel,
+			@extschema@._column_expr(rel, 't', mapping->>CASE source_kind WHEN 'orders' THEN 'amount' ELSE 'value' END, 'amount', opts))
+		INTO bad;
 		IF bad > 0 THEN
 			RAISE EXCEPTION '% has % row(s) with a negative %', rel, bad,
 				mapping->>CASE source_kind WHEN 'orders' THEN 'amount' ELSE 'value' END
@@ -1111,8 +1112,9 @@ BEGIN
 		@extschema@._facts_columns(), @extschema@._facts_sql(false))
 	USING NULL::pg_catalog.text[], as_of;
 	GET DIAGNOSTICS n = ROW_COUNT;
-	RAISE NOTICE 'segments: wrote facts for % customers in %', n,
-		pg_catalog.date_trunc('millisecond', pg_catalog.clock_timestamp() - started);
+	RAISE NOTICE 'segments: wrote facts for % customers', n;
+	RAISE DEBUG 'segments: rebuild took % ms',
+		pg_catalog.round((EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started) * 1000)::pg_catalog.numeric);
 	RETURN n;
 END
 $$;

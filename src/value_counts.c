@@ -116,7 +116,7 @@ typedef struct ValueCounts
 	int32		buckets;		/* ntile: 1..SEGMENTS_MAX_BUCKETS; cycle: 0 */
 	int32		nitems;			/* pairs in use */
 	int32		nsorted;		/* leading pairs sorted and distinct */
-	int32		reserved2;		/* zero; keeps pairs 8-byte aligned */
+	int32		compact_cap;	/* in-memory hint, see vc_make_room() */
 	int64		total;			/* sum of all counts */
 	VCPair		pairs[FLEXIBLE_ARRAY_MEMBER];
 } ValueCounts;
@@ -203,6 +203,7 @@ vc_resized_copy(const ValueCounts *vc, int32 capacity)
 	Assert(capacity >= vc->nitems);
 	res->nitems = vc->nitems;
 	res->nsorted = vc->nsorted;
+	res->compact_cap = vc->compact_cap;
 	res->total = vc->total;
 	memcpy(res->pairs, vc->pairs, (Size) vc->nitems * sizeof(VCPair));
 	return res;
@@ -539,6 +540,12 @@ vc_merge(ValueCounts *vc, const VCPair *src, int32 m)
  * compaction costs O(1) amortised per value plus the sort) and grow x2 when
  * compaction leaves them more than half full.  Returns the state to use,
  * which is a new allocation when it grew.
+ *
+ * Compacting mostly distinct values frees nothing and costs a merge, so when
+ * a compaction frees less than an eighth of the tail the next one waits
+ * until the state has grown 4x (compact_cap).  Memory stays within 4x of
+ * what eager compaction would use, and all-distinct input is sorted once
+ * and merged about once instead of twice.
  */
 static ValueCounts *
 vc_make_room(ValueCounts *vc)
@@ -547,9 +554,17 @@ vc_make_room(ValueCounts *vc)
 	int32		ntail = vc->nitems - vc->nsorted;
 	int32		newcap;
 
-	if (cap >= VC_COMPACT_MIN && ntail > 0 &&
-		(ntail >= vc->nsorted || cap >= VC_MAX_PAIRS))
+	if (cap >= VC_MAX_PAIRS ||
+		(cap >= VC_COMPACT_MIN && ntail >= vc->nsorted && cap >= vc->compact_cap))
+	{
+		int32		before = vc->nitems;
+
 		vc_compact(vc);
+		if (before - vc->nitems < ntail / 8)
+			vc->compact_cap = (int32) Min((int64) cap * 4, (int64) VC_MAX_PAIRS);
+		else
+			vc->compact_cap = 0;
+	}
 
 	if (cap >= VC_COMPACT_MIN && vc->nitems <= cap / 2)
 		return vc;

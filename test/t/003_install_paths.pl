@@ -33,7 +33,7 @@ is($node->safe_psql('updated',
 my $catalog = q{
 	SELECT pg_describe_object(d.classid, d.objid, 0) || ' => ' ||
 		   COALESCE(CASE d.classid
-			 WHEN 'pg_proc'::regclass THEN pg_get_functiondef(d.objid)
+			 WHEN 'pg_proc'::regclass THEN CASE WHEN (SELECT prokind FROM pg_proc WHERE oid = d.objid) = 'a' THEN (SELECT aggtransfn::text || ' ' || aggcombinefn::text || ' ' || aggfinalfn::text || ' ' || aggtranstype::regtype::text FROM pg_aggregate WHERE aggfnoid = d.objid) ELSE pg_get_functiondef(d.objid) END
 			 WHEN 'pg_class'::regclass THEN (
 				SELECT c.relkind::text || ' ' || string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
 						|| CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
