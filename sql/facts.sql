@@ -1,4 +1,5 @@
 -- Customer facts from the shop's own tables: attach, capture, refresh, verify.
+\set SHOW_CONTEXT never
 SET client_min_messages = warning;
 SET timezone = 'UTC';
 

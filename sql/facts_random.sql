@@ -2,6 +2,7 @@
 -- of 10 000 mixed inserts, updates (status, amounts, moved orders), deletes,
 -- multi-row statements, cart activity and tracked events, refreshed every
 -- 500 operations with the clock moving forward.
+\set SHOW_CONTEXT never
 SET client_min_messages = warning;
 SET timezone = 'UTC';
 CREATE SCHEMA rshop;

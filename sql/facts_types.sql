@@ -1,5 +1,6 @@
 -- Every customer key, time and amount type a shop may use is accepted
 -- without changing the shop's table, and gives the same facts.
+\set SHOW_CONTEXT never
 SET client_min_messages = notice;
 SET timezone = 'UTC';
 SELECT segments.set_setting('shop_time_zone', 'America/New_York');
