@@ -67,7 +67,11 @@
  * VARSIZE leaves room for, so it can never disagree with the allocation.
  * (The unused slack travels with the datum, e.g. through a parallel query's
  * tuple queue; it is zeroed when allocated.)  Output functions compact a
- * copy, so the text and binary forms are always fully sorted.
+ * copy, so the text and binary forms are always fully sorted.  A kind byte
+ * (ntile or cycle) replaces a "buckets not set yet" state: every state is
+ * created by a row that sets its kind, buckets and direction, so there is
+ * no half-initialised state to validate, and a state of one aggregate fed
+ * to another one's support functions is an error, not a silent mix-up.
  *
  * The transition functions append to the state in place, which aggregate
  * transition functions may do.  When the state is full and the unsorted
@@ -162,12 +166,14 @@ PG_FUNCTION_INFO_V1(segments_buying_cycle_final);
  * ------------------------------------------------------------------------
  */
 
+/* pairs the allocation has room for */
 static inline int32
 vc_capacity(const ValueCounts *vc)
 {
 	return (int32) ((VARSIZE(vc) - VC_HEADER_SIZE) / sizeof(VCPair));
 }
 
+/* the aggregate a state belongs to, for messages */
 static const char *
 vc_kind_function(const ValueCounts *vc)
 {
@@ -240,6 +246,7 @@ vc_get(Datum d)
 	return (ValueCounts *) p;
 }
 
+/* in-place updates are only allowed on an aggregate's own state */
 static void
 vc_require_aggregate(FunctionCallInfo fcinfo, const char *fname)
 {
@@ -256,7 +263,7 @@ vc_too_many_values(const ValueCounts *vc, int64 ndistinct)
 	ereport(ERROR,
 			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 			 errmsg("%s has too many distinct values", vc_kind_function(vc)),
-			 errdetail("The aggregate state would hold " INT64_FORMAT " distinct values; a state is limited to 1 GB, about %d distinct values at 16 bytes each.",
+			 errdetail("The aggregate state needs room for at least " INT64_FORMAT " distinct values; a state is limited to 1 GB, about %d distinct values at 16 bytes each.",
 					   ndistinct, VC_MAX_PAIRS),
 			 vc->kind == VC_KIND_CYCLE ?
 			 errhint("Truncate the order times, for example to whole seconds, before aggregating.") :
@@ -483,6 +490,25 @@ vc_compacted(const ValueCounts *vc)
 	copy = vc_resized_copy(vc, vc->nitems);
 	vc_compact(copy);
 	return copy;
+}
+
+/*
+ * The compacted state for a final function.  Inside an aggregate the state
+ * is compacted in place: the multiset does not change, so a window
+ * aggregate can go on adding rows and call us again.  Called directly from
+ * SQL the datum may point into a shared buffer, so a copy is compacted.
+ */
+static const ValueCounts *
+vc_compacted_for_final(FunctionCallInfo fcinfo, ValueCounts *vc)
+{
+	if (vc->nsorted == vc->nitems)
+		return vc;
+	if (AggCheckCallContext(fcinfo, NULL))
+	{
+		vc_compact(vc);
+		return vc;
+	}
+	return vc_compacted(vc);
 }
 
 /*
@@ -1117,14 +1143,13 @@ segments_value_counts_combine(PG_FUNCTION_ARGS)
 }
 
 /*
- * Final function of ntile_breaks(): the B - 1 breakpoints of the tie rule.
- * Compacting the state in place keeps its multiset, so window aggregates
- * can go on adding rows and call us again.
+ * Final function of ntile_breaks(): the B - 1 breakpoints of the tie rule,
+ * found in one pass over the compacted state.
  */
 Datum
 segments_ntile_breaks_final(PG_FUNCTION_ARGS)
 {
-	ValueCounts *vc = vc_get(PG_GETARG_DATUM(0));
+	const ValueCounts *vc = vc_get(PG_GETARG_DATUM(0));
 	int32		nb;
 	int32		n;
 	int64		N;
@@ -1140,7 +1165,7 @@ segments_ntile_breaks_final(PG_FUNCTION_ARGS)
 	if (vc->total == 0)
 		PG_RETURN_NULL();
 
-	vc_compact(vc);
+	vc = vc_compacted_for_final(fcinfo, (ValueCounts *) vc);
 	p = vc->pairs;
 	n = vc->nitems;
 	nb = vc->buckets;
@@ -1244,7 +1269,8 @@ segments_ntile_score(PG_FUNCTION_ARGS)
 				 errmsg("ntile_score() breaks must not contain nulls")));
 
 	nb = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
-	b = (const float8 *) ARR_DATA_PTR(arr);
+	/* float8 is pass-by-value and double-aligned: no nulls, plain array */
+	b = (const float8 *) (const void *) ARR_DATA_PTR(arr);
 	for (int i = 0; i < nb; i++)
 	{
 		if (isnan(b[i]) || isinf(b[i]))
@@ -1328,28 +1354,34 @@ segments_buying_cycle_accum(PG_FUNCTION_ARGS)
 /*
  * Final function of buying_cycle(): the median of the n - 1 gaps between
  * consecutive order times (equal times give gaps of 0), in days.  Gaps are
- * computed in int64 microseconds, so they are exact.
+ * computed in int64 microseconds, so they are exact.  A NULL state (no
+ * orders; reachable only if the function is declared non-strict) gives
+ * (NULL, 0) like a single order.
  */
 Datum
 segments_buying_cycle_final(PG_FUNCTION_ARGS)
 {
-	ValueCounts *vc = vc_get(PG_GETARG_DATUM(0));
+	const ValueCounts *vc = NULL;
 	TupleDesc	tupdesc;
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
-	int64		ngaps;
+	int64		ngaps = 0;
 	int64		nzero;
 	int32		npos;
 
-	if (vc->kind != VC_KIND_CYCLE)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("buying_cycle_final() was given an ntile_breaks() state")));
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "buying_cycle_final() must return a composite type");
 	tupdesc = BlessTupleDesc(tupdesc);
 
-	ngaps = vc->total - 1;
+	if (!PG_ARGISNULL(0))
+	{
+		vc = vc_get(PG_GETARG_DATUM(0));
+		if (vc->kind != VC_KIND_CYCLE)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("buying_cycle_final() was given an ntile_breaks() state")));
+		ngaps = vc->total - 1;
+	}
 	if (ngaps > PG_INT32_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
@@ -1368,7 +1400,7 @@ segments_buying_cycle_final(PG_FUNCTION_ARGS)
 		int64		mid;
 		float8		median_us;
 
-		vc_compact(vc);
+		vc = vc_compacted_for_final(fcinfo, (ValueCounts *) vc);
 		npos = vc->nitems - 1;
 		nzero = ngaps - npos;
 

@@ -38,8 +38,7 @@ SELECT o.customer_id,
  GROUP BY o.customer_id;
 ANALYZE facts;
 
-\echo
-\echo '=== The shop on' :'as_of' '==='
+\echo '=== The shop on' :as_of '==='
 \echo 'Customers who bought (completed orders; refunds subtracted, revenue in EUR):'
 SELECT (SELECT count(*) FROM shop.customers) AS customers,
 	   count(*) AS buyers,
@@ -50,13 +49,16 @@ SELECT (SELECT count(*) FROM shop.customers) AS customers,
 	   round(sum(revenue) / sum(orders), 2) AS avg_order_value
   FROM facts;
 
-\echo 'Five customers, one line each:'
+\echo 'A few customers: the first retail buyer with 1, 2, 3-9 and 10+ orders, and the biggest spender:'
 SELECT f.customer_id AS customer, c.country, c.account_type AS account, f.orders,
 	   f.first_order::date AS first_order, f.last_order::date AS last_order,
 	   f.recency_days AS days_since, f.revenue
   FROM facts f JOIN shop.customers c ON c.id = f.customer_id
- WHERE f.customer_id IN (SELECT min(customer_id) FROM facts GROUP BY least(orders, 4))
-    OR f.customer_id = (SELECT customer_id FROM facts ORDER BY revenue DESC, customer_id LIMIT 1)
+ WHERE f.customer_id IN (SELECT min(f2.customer_id)
+						   FROM facts f2 JOIN shop.customers c2 ON c2.id = f2.customer_id
+						  WHERE c2.account_type = 'retail'
+						  GROUP BY CASE WHEN f2.orders <= 2 THEN f2.orders WHEN f2.orders <= 9 THEN 3 ELSE 10 END)
+	OR f.customer_id = (SELECT customer_id FROM facts ORDER BY revenue DESC, customer_id LIMIT 1)
  ORDER BY f.orders, f.customer_id;
 
 -- (b) RFM breakpoints: quintiles of the shop's own buyers in one pass.
@@ -67,7 +69,6 @@ SELECT segments.ntile_breaks(recency_days::float8, 5, false) AS r,
 	   segments.ntile_breaks(revenue::float8, 5) AS m
   FROM facts;
 
-\echo
 \echo '=== RFM breakpoints (segments.ntile_breaks: 4 breaks make scores 1..5) ==='
 SELECT 'recency (days since last order)' AS measure, r::text AS breaks,
 	   'at or below a break scores higher' AS rule FROM breaks
@@ -86,7 +87,6 @@ SELECT c.id AS customer_id, f.orders, coalesce(f.revenue, 0) AS revenue,
  CROSS JOIN breaks b;
 
 -- (c) The R x F grid.
-\echo
 \echo '=== RFM grid: buyers per recency (rows) x frequency (columns) score ==='
 SELECT 'R' || r AS recency,
 	   count(*) FILTER (WHERE f = 1) AS "F1",
@@ -99,11 +99,12 @@ SELECT 'R' || r AS recency,
  WHERE r IS NOT NULL
  GROUP BY r
  ORDER BY r DESC;
-\echo '(F = 1 is every one-order buyer: ties never straddle a score, so'
-\echo ' some columns can stay empty when one value fills several quintiles.)'
+\echo 'Customers with the same number of orders always get the same F score, so'
+\echo 'every one-order buyer is F1; when they are more than a fifth of the buyers,'
+\echo 'the next columns stay empty instead of splitting equal customers at random.'
+\echo
 
 -- (d) Named groups.
-\echo
 \echo '=== RFM groups (segments.rfm_group; "prospects" never bought) ==='
 WITH grouped AS (
 	SELECT segments.rfm_group(r, f, m) AS group_name, count(*) AS customers, sum(revenue) AS revenue
@@ -121,7 +122,6 @@ SELECT coalesce(x.group_name, '(not in the map)') AS "group",
  ORDER BY coalesce(g.position, CASE WHEN x.group_name = 'prospects' THEN 98 ELSE 99 END), 1;
 
 -- (e) Recency bands.
-\echo
 \echo '=== Days since last order (segments.recency_bucket, default bands) ==='
 SELECT l.label AS days_since_last_order,
 	   count(f.customer_id) AS buyers,
@@ -132,7 +132,6 @@ SELECT l.label AS days_since_last_order,
  ORDER BY l.n;
 
 -- (f) Buying cycles: each customer's own median gap between orders.
-\echo
 \echo '=== Buying cycle (segments.buying_cycle): median days between orders ==='
 SELECT f.customer_id AS customer, f.orders,
 	   round((segments.buying_cycle(o.placed_at)).median_gap_days::numeric, 1) AS cycle_days,
