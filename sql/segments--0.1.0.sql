@@ -122,7 +122,7 @@ LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
 CREATE FUNCTION @extschema@.buying_cycle_final(@extschema@.value_counts)
 RETURNS @extschema@.buying_cycle_stats
 AS 'MODULE_PATHNAME', 'segments_buying_cycle_final'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;  -- no orders: (NULL, 0), not NULL
 
 CREATE AGGREGATE @extschema@.buying_cycle(order_time pg_catalog.timestamptz) (
 	SFUNC = @extschema@.buying_cycle_accum,
