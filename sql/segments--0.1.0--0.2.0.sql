@@ -1092,6 +1092,19 @@ BEGIN
 END
 $$;
 
+-- Called after every refresh with the customers whose facts were checked
+-- (NULL: all of them, after a rebuild). The layers downstream of facts
+-- (segment membership) replace it to learn what to re-evaluate.
+CREATE FUNCTION @extschema@._facts_refreshed(keys pg_catalog.text[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	NULL;
+END
+$$;
+
 CREATE FUNCTION @extschema@.rebuild_facts(as_of pg_catalog.timestamptz DEFAULT pg_catalog.now())
 RETURNS pg_catalog.int8
 LANGUAGE plpgsql VOLATILE
@@ -1112,6 +1125,7 @@ BEGIN
 		@extschema@._facts_columns(), @extschema@._facts_sql(false))
 	USING NULL::pg_catalog.text[], as_of;
 	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM @extschema@._facts_refreshed(NULL);
 	RAISE NOTICE 'segments: wrote facts for % customers', n;
 	RAISE DEBUG 'segments: rebuild took % ms',
 		pg_catalog.round((EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started) * 1000)::pg_catalog.numeric);
@@ -1157,9 +1171,11 @@ BEGIN
 	-- changed order lines: their orders' customers
 	IF order_keys IS NOT NULL THEN
 		FOR s IN SELECT * FROM @extschema@.sources WHERE kind = 'orders' LOOP
-			EXECUTE pg_catalog.format('SELECT pg_catalog.array_agg(DISTINCT %s) FROM %s t WHERE t.%I::pg_catalog.text = ANY($1)',
+			EXECUTE pg_catalog.format('SELECT pg_catalog.array_agg(DISTINCT %s) FROM %s t WHERE t.%I = ANY(%s)',
 				@extschema@._column_expr(s.relation, 't', s.columns->>'customer', 'text', s.options),
-				s.relation, s.columns->>'order_id')
+				s.relation, s.columns->>'order_id',
+				@extschema@._keys_as((SELECT a.atttypid::pg_catalog.regtype FROM pg_catalog.pg_attribute a
+									   WHERE a.attrelid = s.relation AND a.attname = s.columns->>'order_id'), '$1'))
 			INTO more USING order_keys;
 			keys := COALESCE(keys, '{}') || COALESCE(more, '{}');
 		END LOOP;
@@ -1178,6 +1194,7 @@ BEGIN
 	END IF;
 	SELECT w.written, w.removed INTO customers_changed, customers_removed
 	  FROM @extschema@._write_facts(keys, as_of) w;
+	PERFORM @extschema@._facts_refreshed(keys);
 END
 $$;
 
