@@ -823,6 +823,27 @@ COMMENT ON FUNCTION @extschema@.detach(pg_catalog.regclass) IS
 -- $2 is the as-of time that next_change_at is computed from.
 --------------------------------------------------------------------------------
 
+-- The windows next_change_at watches: days after the first and last order,
+-- the last engagement, message and wallet activity; minutes of cart idle
+-- time. Later layers replace these to add the windows of their own rules.
+CREATE FUNCTION @extschema@._watch_days()
+RETURNS pg_catalog.int4[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN ARRAY(
+	SELECT DISTINCT d FROM pg_catalog.unnest(@extschema@.setting_value('watch_days')::pg_catalog.int4[]
+		|| pg_catalog.ceil(EXTRACT(epoch FROM @extschema@.setting_value('engagement_window')::pg_catalog.interval) / 86400)::pg_catalog.int4) d
+	 ORDER BY d);
+
+CREATE FUNCTION @extschema@._watch_cart_minutes()
+RETURNS pg_catalog.int4[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN ARRAY(
+	SELECT DISTINCT pg_catalog.ceil(EXTRACT(epoch FROM @extschema@.setting_value(n)::pg_catalog.interval) / 60)::pg_catalog.int4 AS m
+	  FROM pg_catalog.unnest('{cart_abandon_after,checkout_abandon_after}'::pg_catalog.text[]) n
+	 ORDER BY m);
+
 CREATE FUNCTION @extschema@._facts_sql(keyed pg_catalog.bool)
 RETURNS pg_catalog.text
 LANGUAGE plpgsql STABLE
@@ -838,10 +859,8 @@ DECLARE
 	cart_parts pg_catalog.text[] := '{}';
 	profile_parts pg_catalog.text[] := '{}';
 	keyfilter pg_catalog.text;
-	watch pg_catalog.text := pg_catalog.quote_literal(@extschema@.setting_value('watch_days'));
-	cart_after pg_catalog.text := pg_catalog.quote_literal(@extschema@.setting_value('cart_abandon_after'));
-	checkout_after pg_catalog.text := pg_catalog.quote_literal(@extschema@.setting_value('checkout_abandon_after'));
-	engagement pg_catalog.text := pg_catalog.quote_literal(@extschema@.setting_value('engagement_window'));
+	watch pg_catalog.text := pg_catalog.quote_literal(@extschema@._watch_days());
+	cart_minutes pg_catalog.text := pg_catalog.quote_literal(@extschema@._watch_cart_minutes());
 	ours pg_catalog.text;
 	q pg_catalog.text;
 BEGIN
@@ -1026,12 +1045,13 @@ SELECT k.customer_id,
 	   COALESCE(p.referred_by, rd.referrer_id), COALESCE(r.referrals_made, 0), COALESCE(r.referral_credit, 0),
 	   LEAST(@extschema@.next_time_after($2, o.last_order_at, ' || watch || '),
 			 @extschema@.next_time_after($2, o.first_order_at, ' || watch || '),
-			 CASE WHEN oc.updated_at + CASE oc.stage WHEN ''checkout'' THEN ' || checkout_after || '::pg_catalog.interval
-				  ELSE ' || cart_after || '::pg_catalog.interval END > $2
-				  THEN oc.updated_at + CASE oc.stage WHEN ''checkout'' THEN ' || checkout_after || '::pg_catalog.interval
-				  ELSE ' || cart_after || '::pg_catalog.interval END END,
-			 CASE WHEN COALESCE(e.last_engaged_at, e.last_message_at) + ' || engagement || '::pg_catalog.interval > $2
-				  THEN COALESCE(e.last_engaged_at, e.last_message_at) + ' || engagement || '::pg_catalog.interval END)
+			 @extschema@.next_time_after($2, e.last_engaged_at, ' || watch || '),
+			 @extschema@.next_time_after($2, e.last_message_at, ' || watch || '),
+			 @extschema@.next_time_after($2, w.last_activity_at, ' || watch || '),
+			 CASE WHEN oc.cart_id IS NOT NULL THEN
+				(SELECT pg_catalog.min(oc.updated_at + m * ''1 minute''::pg_catalog.interval)
+				   FROM pg_catalog.unnest(' || cart_minutes || '::pg_catalog.int4[]) m
+				  WHERE oc.updated_at + m * ''1 minute''::pg_catalog.interval > $2) END)
   FROM keys k
   LEFT JOIN ord o ON o.customer_id = k.customer_id
   LEFT JOIN cats ON cats.customer_id = k.customer_id
