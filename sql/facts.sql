@@ -198,6 +198,27 @@ SELECT segments.reset_setting('shop_time_zone');
 SELECT full_rebuild FROM segments.refresh_facts('2026-06-10 00:00+00');
 SELECT customer_id, first_order_at FROM segments.customer_facts WHERE customer_id LIKE '6ecd%';
 
+-- 7b. More mistakes that must fail cleanly.
+CREATE TABLE shop.parted (id int, cust int, at timestamptz, total numeric) PARTITION BY RANGE (at);
+SELECT segments.attach_orders('shop.parted', customer => 'cust', order_id => 'id', placed_at => 'at', amount => 'total');
+CREATE TABLE shop.o2 (id int, cust int, at timestamptz, total numeric, st text);
+SELECT segments.attach_orders('shop.o2', customer => 'cust', order_id => 'id', placed_at => 'at', amount => 'total',
+	status => 'st', completed => NULL);
+SELECT segments.set_setting('watch_days', '{{1,2},{3,4}}');
+SELECT segments.set_setting('watch_days', '{1,-2}');
+SELECT * FROM segments.refresh_facts(NULL);
+-- a full refund can be taken back to a partial one
+SELECT segments.track_order('t-78', 'T3', '2026-05-01 10:00+00', 40.00);
+SELECT segments.track_refund('T3', 40.00);
+SELECT status, refunded_amount FROM segments.tracked_orders WHERE order_id = 'T3';
+SELECT segments.track_refund('T3', 15.00);
+SELECT status, refunded_amount FROM segments.tracked_orders WHERE order_id = 'T3';
+-- dropping an attached table forgets it (and asks for a rebuild)
+SELECT segments.attach_orders('shop.o2', customer => 'cust', order_id => 'id', placed_at => 'at', amount => 'total');
+DROP TABLE shop.o2;
+SELECT count(*) AS o2_sources FROM segments.sources WHERE relation::text LIKE '%o2';
+SELECT full_rebuild FROM segments.refresh_facts('2026-06-10 00:00+00');
+
 -- 8. TRUNCATE asks for a rebuild; detach leaves the shop's tables as they were.
 SELECT * FROM segments.verify_facts('2026-06-10 00:00+00');
 TRUNCATE shop_before;

@@ -105,8 +105,9 @@ BEGIN
 		RAISE EXCEPTION 'setting "%" must be a positive interval', setting_name
 			USING ERRCODE = 'invalid_parameter_value';
 	ELSIF setting_name = 'watch_days'
-		  AND EXISTS (SELECT FROM pg_catalog.unnest(new_value::pg_catalog.int4[]) d WHERE d IS NULL OR d < 0) THEN
-		RAISE EXCEPTION 'setting "watch_days" must hold non-negative day counts'
+		  AND (pg_catalog.array_ndims(new_value::pg_catalog.int4[]) IS DISTINCT FROM 1
+			   OR EXISTS (SELECT FROM pg_catalog.unnest(new_value::pg_catalog.int4[]) d WHERE d IS NULL OR d < 0)) THEN
+		RAISE EXCEPTION 'setting "watch_days" must be a one-dimensional array of non-negative day counts'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	INSERT INTO @extschema@.setting AS s (name, value) VALUES (setting_name, new_value)
@@ -127,7 +128,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	DELETE FROM @extschema@.setting s WHERE s.name = setting_name;
-	INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'settings');
+	IF FOUND THEN
+		INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'settings');
+	END IF;
 	RETURN @extschema@.setting_value(setting_name);
 END
 $$;
@@ -285,7 +288,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.sources', 'WHERE NOT bui
 -- a full rebuild (TRUNCATE, detach, a dropped column).
 CREATE TABLE @extschema@.customer_changes (
 	relation pg_catalog.regclass,
-	key_kind pg_catalog.text NOT NULL CHECK (key_kind IN ('customer', 'order', 'truncate', 'column_missing', 'detach', 'attach', 'settings')),
+	key_kind pg_catalog.text NOT NULL CHECK (key_kind IN ('customer', 'order', 'truncate', 'column_missing', 'detach', 'attach', 'settings', 'install')),
 	key pg_catalog.text,
 	changed_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -517,7 +520,13 @@ BEGIN
 		RAISE EXCEPTION 'the table to attach must not be NULL' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	SELECT c.relkind INTO relkind FROM pg_catalog.pg_class c WHERE c.oid = rel;
-	IF relkind NOT IN ('r', 'p') THEN
+	IF relkind = 'p' THEN
+		RAISE EXCEPTION 'cannot attach %: partitioned tables are not supported yet', rel
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'Rows written directly to a partition would not fire triggers on the parent.',
+				  HINT = 'Record these rows with the tracking API, or attach an unpartitioned table.';
+	END IF;
+	IF relkind <> 'r' THEN
 		RAISE EXCEPTION 'cannot attach %: it is not a table', rel
 			USING ERRCODE = 'wrong_object_type',
 				  DETAIL = pg_catalog.format('%s is a %s.', rel, CASE relkind WHEN 'v' THEN 'view'
@@ -596,6 +605,15 @@ BEGIN
 			USING ERRCODE = 'duplicate_object',
 				  HINT = 'Only one customers table can be attached; detach the other one first.';
 	END IF;
+	SELECT pg_catalog.string_agg(k, ', ') INTO role_names
+	  FROM pg_catalog.jsonb_each(opts) e(k, v)
+	 WHERE k IN ('completed', 'refunded', 'cancelled', 'checkout_stages', 'converted', 'emptied')
+	   AND pg_catalog.jsonb_typeof(v) <> 'array';
+	IF role_names IS NOT NULL THEN
+		RAISE EXCEPTION 'the value list(s) % must not be NULL', role_names
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass an array of the values that mean it, or ''{}'' when no value does.';
+	END IF;
 	IF opts ? 'timestamp_time_zone' AND opts->>'timestamp_time_zone' IS NOT NULL THEN
 		PERFORM pg_catalog.now() AT TIME ZONE (opts->>'timestamp_time_zone');
 	END IF;
@@ -644,24 +662,20 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	key_att pg_catalog.int2;
 BEGIN
-	SELECT a.attnum INTO STRICT key_att FROM pg_catalog.pg_attribute a
-	 WHERE a.attrelid = rel AND a.attname = key_col AND NOT a.attisdropped;
 	EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS segments_new '
-		'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.capture_changes(%L, %L, %L)',
-		'segments_capture_insert' || suffix, rel, key_kind, key_att, key_col);
+		'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.capture_changes(%L, %L)',
+		'segments_capture_insert' || suffix, rel, key_kind, key_col);
 	EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS segments_old NEW TABLE AS segments_new '
-		'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.capture_changes(%L, %L, %L)',
-		'segments_capture_update' || suffix, rel, key_kind, key_att, key_col);
+		'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.capture_changes(%L, %L)',
+		'segments_capture_update' || suffix, rel, key_kind, key_col);
 	EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS segments_old '
-		'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.capture_changes(%L, %L, %L)',
-		'segments_capture_delete' || suffix, rel, key_kind, key_att, key_col);
+		'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.capture_changes(%L, %L)',
+		'segments_capture_delete' || suffix, rel, key_kind, key_col);
 	IF suffix = '' THEN
 		EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER TRUNCATE ON %s '
-			'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.capture_changes(%L, %L, %L)',
-			'segments_capture_truncate', rel, key_kind, key_att, key_col);
+			'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.capture_changes(%L, %L)',
+			'segments_capture_truncate', rel, key_kind, key_col);
 	END IF;
 END
 $$;
@@ -901,8 +915,11 @@ BEGIN
 					(o->>'products')::pg_catalog.regclass, o->>'product_key', c->>'product') END,
 				@extschema@._column_expr(s.relation, 't', c->>'order_id', 'raw', o),
 				CASE WHEN keyed THEN pg_catalog.format(
-					' AND t.%I::pg_catalog.text = ANY(ARRAY(SELECT r.order_id FROM order_rows r WHERE r.src = %s))',
-					c->>'order_id', (o->>'orders')::pg_catalog.regclass::pg_catalog.oid) ELSE '' END);
+					' AND t.%I IN (SELECT r.order_id::%s FROM order_rows r WHERE r.src = %s)',
+					c->>'order_id',
+					(SELECT a.atttypid::pg_catalog.regtype FROM pg_catalog.pg_attribute a
+					  WHERE a.attrelid = s.relation AND a.attname = c->>'order_id'),
+					(o->>'orders')::pg_catalog.regclass::pg_catalog.oid) ELSE '' END);
 		ELSIF s.kind = 'carts' THEN
 			cart_parts := cart_parts || pg_catalog.format(
 				'SELECT %s AS customer_id, %s AS cart_id, %s AS created_at, %s AS updated_at, %s AS value, %s AS stage, '
@@ -975,9 +992,11 @@ cart_rows AS (' || COALESCE(NULLIF(pg_catalog.array_to_string(cart_parts, ' UNIO
 		'NULL::pg_catalog.timestamptz AS updated_at, NULL::pg_catalog.numeric AS value, NULL::pg_catalog.text AS stage, '
 		'NULL::pg_catalog.text AS state, NULL::pg_catalog.text AS link WHERE false') || '),
 carts AS (
-	SELECT customer_id, pg_catalog.count(*)::pg_catalog.int4 AS carts_started,
-		   pg_catalog.count(*) FILTER (WHERE state = ''converted'')::pg_catalog.int4 AS carts_converted
-	  FROM cart_rows GROUP BY customer_id),
+	SELECT cr.customer_id, pg_catalog.count(*)::pg_catalog.int4 AS carts_started,
+		   pg_catalog.count(*) FILTER (WHERE cr.state = ''converted''
+				OR (cr.state = ''open'' AND cr.updated_at <= o.last_order_at))::pg_catalog.int4 AS carts_converted
+	  FROM cart_rows cr LEFT JOIN ord o ON o.customer_id = cr.customer_id
+	 GROUP BY cr.customer_id),
 open_cart AS (
 	SELECT DISTINCT ON (customer_id) customer_id, cart_id, value, stage, created_at, updated_at, link
 	  FROM cart_rows WHERE state = ''open''
@@ -1015,7 +1034,7 @@ wallet AS (
 	SELECT customer_id, pg_catalog.sum(amount) AS balance, pg_catalog.max(occurred_at) AS last_activity_at
 	  FROM @extschema@.wallet_events' || pg_catalog.format(ours, 'customer_id') || ' GROUP BY customer_id),
 referrals AS (
-	SELECT referrer_id AS customer_id, pg_catalog.count(*)::pg_catalog.int4 AS referrals_made,
+	SELECT referrer_id AS customer_id, pg_catalog.count(referred_id)::pg_catalog.int4 AS referrals_made,
 		   pg_catalog.sum(credit) AS referral_credit
 	  FROM @extschema@.referral_events' || pg_catalog.format(ours, 'referrer_id') || ' GROUP BY referrer_id),
 referred AS (
@@ -1134,6 +1153,7 @@ DECLARE
 	started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
 	n pg_catalog.int8;
 BEGIN
+	PERFORM @extschema@._check_time(as_of, 'as_of');
 	-- one refresh or rebuild at a time: concurrent ones would overwrite
 	-- newer facts with older ones
 	PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('segments.facts'));
@@ -1158,7 +1178,7 @@ COMMENT ON FUNCTION @extschema@.rebuild_facts(pg_catalog.timestamptz) IS
 
 CREATE FUNCTION @extschema@.refresh_facts(as_of pg_catalog.timestamptz DEFAULT pg_catalog.now(),
 	OUT customers_checked pg_catalog.int8, OUT customers_changed pg_catalog.int8,
-	OUT customers_removed pg_catalog.int8, OUT full_rebuild pg_catalog.bool)
+	OUT customers_removed pg_catalog.int8, OUT full_rebuild pg_catalog.bool, OUT skipped pg_catalog.bool)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1168,9 +1188,18 @@ DECLARE
 	more pg_catalog.text[];
 	s record;
 BEGIN
-	PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('segments.facts'));
+	PERFORM @extschema@._check_time(as_of, 'as_of');
 	full_rebuild := false;
+	customers_checked := 0;
+	customers_changed := 0;
 	customers_removed := 0;
+	-- a refresh already running does this work: return at once (pg_cron
+	-- queues overlapping runs) rather than wait and redo it
+	skipped := NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('segments.facts'));
+	IF skipped THEN
+		RAISE NOTICE 'segments: another refresh is running; skipped';
+		RETURN;
+	END IF;
 
 	-- a TRUNCATE, detach or lost column asks for a rebuild
 	IF EXISTS (SELECT FROM @extschema@.customer_changes c WHERE c.key IS NULL) THEN
@@ -1228,6 +1257,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM @extschema@._check_time(as_of, 'as_of');
 	RETURN QUERY EXECUTE pg_catalog.format(
 		'WITH expected AS (SELECT * FROM (%s) x (%s)),
 		 s AS (SELECT f.customer_id, pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.-) ''refreshed_at'' AS j
@@ -1310,10 +1340,13 @@ BEGIN
 	IF amount IS NULL THEN
 		RAISE EXCEPTION '% must not be NULL', what USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF amount < 0 OR amount = 'NaN'::pg_catalog.numeric THEN
+	IF amount = 'NaN'::pg_catalog.numeric THEN
+		RAISE EXCEPTION '% must be a number, got NaN', what USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF amount < 0 THEN
 		RAISE EXCEPTION '% must not be negative, got %', what, amount
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Record refunds with segments.track_refund().';
+				  HINT = CASE WHEN what = 'amount' THEN 'Record refunds with segments.track_refund().' END;
 	END IF;
 	RETURN amount;
 END
@@ -1371,8 +1404,10 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	UPDATE @extschema@.tracked_orders t
-	   SET refunded_amount = CASE WHEN refunded_total = order_amount THEN 0 ELSE refunded_total END,
-		   status = CASE WHEN refunded_total = order_amount AND order_amount > 0 THEN 'refunded' ELSE t.status END,
+	   SET refunded_amount = refunded_total,
+		   status = CASE WHEN refunded_total = order_amount AND order_amount > 0 THEN 'refunded'
+						 WHEN t.status = 'refunded' THEN 'completed'
+						 ELSE t.status END,
 		   recorded_at = pg_catalog.now()
 	 WHERE t.order_id = track_refund.order_id;
 END
@@ -1615,3 +1650,41 @@ SELECT @extschema@._install_capture('@extschema@.consent_events', 'customer', 'c
 SELECT @extschema@._install_capture('@extschema@.wallet_events', 'customer', 'customer_id', '');
 SELECT @extschema@._install_capture('@extschema@.referral_events', 'customer', 'referrer_id', '');
 SELECT @extschema@._install_capture('@extschema@.referral_events', 'customer', 'referred_id', '_referred');
+
+-- pg_dump must keep the identity sequences of the event tables too, or new
+-- events after a restore would collide with restored ones.
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.engagement_events_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.consent_events_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.wallet_events_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.referral_events_event_id_seq', '');
+
+-- A dropped attached table is forgotten, and its customers rebuilt. SECURITY
+-- DEFINER because it fires for every role's DROP: a role that may not write
+-- our tables must still be able to drop its own.
+CREATE FUNCTION @extschema@._forget_dropped_sources()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM @extschema@.sources s
+	 USING pg_catalog.pg_event_trigger_dropped_objects() d
+	 WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+	   AND d.objid = s.relation::pg_catalog.oid;
+	IF FOUND THEN
+		-- order lines whose orders table went away go with it
+		DELETE FROM @extschema@.sources s
+		 WHERE s.kind = 'order_lines' AND pg_catalog.to_regclass(s.options->>'orders') IS NULL;
+		INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'detach');
+	END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@._forget_dropped_sources() FROM PUBLIC;
+
+CREATE EVENT TRIGGER segments_forget_dropped_sources ON sql_drop
+	EXECUTE FUNCTION @extschema@._forget_dropped_sources();
+
+-- The first refresh after CREATE EXTENSION (or a restore, which runs it)
+-- builds all facts.
+INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'install');

@@ -24,6 +24,7 @@
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "lib/stringinfo.h"
+#include "parser/parse_relation.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -85,12 +86,12 @@ collect_keys(Tuplestorestate *store, TupleDesc tupdesc, AttrNumber attnum,
 }
 
 /*
- * segments.capture_changes(key_kind, attnum, column_name)
+ * segments.capture_changes(key_kind, column_name)
  *
- * key_kind is 'customer' or 'order'.  The column is found by attribute number,
- * so a rename keeps working; a dropped column keeps its number but is marked
- * dropped, and a re-added one gets a new number, so neither is misread.  The
- * column name is only there for people reading pg_trigger.
+ * key_kind is 'customer' or 'order'.  The column is found by name on every
+ * call: attribute numbers change when pg_dump restores a table that once had
+ * a dropped column, and reading the wrong column would lose changes silently.
+ * A renamed or dropped column records a rebuild marker instead.
  */
 Datum
 segments_capture_changes(PG_FUNCTION_ARGS)
@@ -118,17 +119,15 @@ segments_capture_changes(PG_FUNCTION_ARGS)
 	trigger = trigdata->tg_trigger;
 	rel = trigdata->tg_relation;
 	tupdesc = RelationGetDescr(rel);
-	if (trigger->tgnargs != 3)
+	if (trigger->tgnargs != 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("segments.capture_changes() expects 3 trigger arguments, got %d",
+				 errmsg("segments.capture_changes() expects 2 trigger arguments, got %d",
 						trigger->tgnargs),
 				 errhint("Create capture triggers with segments.attach_orders() and its siblings.")));
 	key_kind = trigger->tgargs[0];
-	attnum = (AttrNumber) pg_strtoint32(trigger->tgargs[1]);
-
-	column_ok = (attnum > 0 && attnum <= tupdesc->natts &&
-				 !TupleDescAttr(tupdesc, attnum - 1)->attisdropped);
+	attnum = attnameAttNum(rel, trigger->tgargs[1], false);
+	column_ok = (attnum > 0);
 
 	if (column_ok && !TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
 	{
