@@ -834,7 +834,10 @@ COMMENT ON FUNCTION @extschema@.detach(pg_catalog.regclass) IS
 -- Customer facts: the one query that computes them. Generated from the
 -- sources so the shop's own columns, types and indexes are used directly.
 -- keyed: $1 text[] holds the customers to compute; otherwise all of them.
--- $2 is the as-of time that next_change_at is computed from.
+-- $2 is the as-of time that next_change_at is computed from; as_of_mode
+-- also leaves out whatever happened after it (orders placed, carts created,
+-- events recorded), for backtests. Statuses and refunds are today's: the
+-- shop's tables keep no history of them.
 --------------------------------------------------------------------------------
 
 -- The windows next_change_at watches: days after the first and last order,
@@ -858,7 +861,7 @@ RETURN ARRAY(
 	  FROM pg_catalog.unnest('{cart_abandon_after,checkout_abandon_after}'::pg_catalog.text[]) n
 	 ORDER BY m);
 
-CREATE FUNCTION @extschema@._facts_sql(keyed pg_catalog.bool)
+CREATE FUNCTION @extschema@._facts_sql(keyed pg_catalog.bool, as_of_mode pg_catalog.bool DEFAULT false)
 RETURNS pg_catalog.text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -883,7 +886,13 @@ BEGIN
 		o := s.options;
 		keyfilter := CASE WHEN keyed AND s.kind <> 'order_lines' THEN
 			pg_catalog.format(' AND t.%I = ANY(%s)', c->>'customer', @extschema@._keys_as(s.key_type, '$1'))
-			ELSE '' END;
+			ELSE '' END
+			|| CASE WHEN NOT as_of_mode THEN ''
+				WHEN s.kind = 'orders' THEN ' AND ' || @extschema@._column_expr(s.relation, 't', c->>'placed_at', 'time', o) || ' <= $2'
+				WHEN s.kind = 'carts' THEN ' AND ' || @extschema@._column_expr(s.relation, 't', c->>'created_at', 'time', o) || ' <= $2'
+				WHEN s.kind = 'customers' AND c ? 'created_at' THEN
+					' AND COALESCE(' || @extschema@._column_expr(s.relation, 't', c->>'created_at', 'time', o) || ' <= $2, true)'
+				ELSE '' END;
 		IF s.kind = 'orders' THEN
 			order_parts := order_parts || pg_catalog.format(
 				'SELECT %s::pg_catalog.oid AS src, %s AS customer_id, %s AS order_id, %s AS placed_at, %s AS amount, %s AS state, '
@@ -961,7 +970,11 @@ BEGIN
 		END IF;
 	END LOOP;
 
-	ours := CASE WHEN keyed THEN ' WHERE %s = ANY($1)' ELSE '' END;
+	-- filters of our own event tables: %1$s is the customer column
+	ours := CASE WHEN keyed AND as_of_mode THEN ' WHERE %1$s = ANY($1) AND occurred_at <= $2'
+				 WHEN keyed THEN ' WHERE %1$s = ANY($1)'
+				 WHEN as_of_mode THEN ' WHERE occurred_at <= $2'
+				 ELSE '' END;
 
 	q := 'WITH order_rows AS (' || COALESCE(NULLIF(pg_catalog.array_to_string(order_parts, ' UNION ALL '), ''),
 		'SELECT NULL::pg_catalog.oid AS src, NULL::pg_catalog.text AS customer_id, NULL::pg_catalog.text AS order_id, '
@@ -1018,7 +1031,8 @@ engagement AS (
 ignored AS (
 	SELECT e.customer_id, pg_catalog.count(*)::pg_catalog.int4 AS consecutive_ignored
 	  FROM @extschema@.engagement_events ev JOIN engagement e ON e.customer_id = ev.customer_id
-	 WHERE ev.event = ''sent'' AND ev.occurred_at > COALESCE(e.last_engaged_at, ''-infinity'')
+	 WHERE ev.event = ''sent'' AND ev.occurred_at > COALESCE(e.last_engaged_at, ''-infinity'')' ||
+	   CASE WHEN as_of_mode THEN ' AND ev.occurred_at <= $2' ELSE '' END || '
 	 GROUP BY e.customer_id),
 consent AS (
 	SELECT customer_id,
@@ -1040,6 +1054,7 @@ referrals AS (
 referred AS (
 	SELECT DISTINCT ON (referred_id) referred_id AS customer_id, referrer_id
 	  FROM @extschema@.referral_events WHERE referred_id IS NOT NULL' ||
+	  CASE WHEN as_of_mode THEN ' AND occurred_at <= $2' ELSE '' END ||
 	  CASE WHEN keyed THEN ' AND referred_id = ANY($1)' ELSE '' END || '
 	 ORDER BY referred_id, occurred_at, event_id),
 keys AS (' || CASE WHEN keyed THEN 'SELECT DISTINCT k AS customer_id FROM pg_catalog.unnest($1) k' ELSE
