@@ -913,22 +913,20 @@ BEGIN
 				@extschema@._column_expr(s.relation, 't', c->>'cost', 'amount', o),
 				s.relation, c->>'customer', keyfilter);
 		ELSIF s.kind = 'order_lines' THEN
+			-- each line joined to its completed order (of the paired orders
+			-- table) through the lines' own key type, so an index on the
+			-- lines' order column serves a keyed refresh
 			line_parts := line_parts || pg_catalog.format(
-				'SELECT %s::pg_catalog.oid AS src, %s AS order_id, %s AS category FROM %s t%s WHERE %s IS NOT NULL%s',
-				(o->>'orders')::pg_catalog.regclass::pg_catalog.oid,
-				@extschema@._column_expr(s.relation, 't', c->>'order_id', 'text', o),
+				'SELECT r.customer_id, %s AS category FROM order_rows r JOIN %s t ON t.%I = r.order_id::%s%s '
+				'WHERE r.src = %s AND r.state = ''completed''',
 				CASE WHEN c ? 'category' THEN @extschema@._column_expr(s.relation, 't', c->>'category', 'text', o)
 					 ELSE pg_catalog.format('p.%I::pg_catalog.text', o->>'product_category') END,
-				s.relation,
+				s.relation, c->>'order_id',
+				(SELECT a.atttypid::pg_catalog.regtype FROM pg_catalog.pg_attribute a
+				  WHERE a.attrelid = s.relation AND a.attname = c->>'order_id'),
 				CASE WHEN c ? 'category' THEN '' ELSE pg_catalog.format(' LEFT JOIN %s p ON p.%I = t.%I',
 					(o->>'products')::pg_catalog.regclass, o->>'product_key', c->>'product') END,
-				@extschema@._column_expr(s.relation, 't', c->>'order_id', 'raw', o),
-				CASE WHEN keyed THEN pg_catalog.format(
-					' AND t.%I IN (SELECT r.order_id::%s FROM order_rows r WHERE r.src = %s)',
-					c->>'order_id',
-					(SELECT a.atttypid::pg_catalog.regtype FROM pg_catalog.pg_attribute a
-					  WHERE a.attrelid = s.relation AND a.attname = c->>'order_id'),
-					(o->>'orders')::pg_catalog.regclass::pg_catalog.oid) ELSE '' END);
+				(o->>'orders')::pg_catalog.regclass::pg_catalog.oid);
 		ELSIF s.kind = 'carts' THEN
 			cart_parts := cart_parts || pg_catalog.format(
 				'SELECT %s AS customer_id, %s AS cart_id, %s AS created_at, %s AS updated_at, %s AS value, %s AS stage, '
@@ -996,10 +994,9 @@ ord AS (
 cats AS (' || CASE WHEN pg_catalog.cardinality(line_parts) = 0 THEN
 		'SELECT NULL::pg_catalog.text AS customer_id, NULL::pg_catalog.text[] AS categories WHERE false'
 	ELSE
-		'SELECT r.customer_id, pg_catalog.array_agg(DISTINCT l.category ORDER BY l.category) AS categories
+		'SELECT l.customer_id, pg_catalog.array_agg(DISTINCT l.category ORDER BY l.category) AS categories
 	  FROM (' || pg_catalog.array_to_string(line_parts, ' UNION ALL ') || ') l
-	  JOIN order_rows r ON r.src = l.src AND r.order_id = l.order_id AND r.state = ''completed''
-	 WHERE l.category IS NOT NULL GROUP BY r.customer_id' END || '),
+	 WHERE l.category IS NOT NULL GROUP BY l.customer_id' END || '),
 cart_rows AS (' || COALESCE(NULLIF(pg_catalog.array_to_string(cart_parts, ' UNION ALL '), ''),
 		'SELECT NULL::pg_catalog.text AS customer_id, NULL::pg_catalog.text AS cart_id, NULL::pg_catalog.timestamptz AS created_at, '
 		'NULL::pg_catalog.timestamptz AS updated_at, NULL::pg_catalog.numeric AS value, NULL::pg_catalog.text AS stage, '
