@@ -304,10 +304,25 @@ CREATE TABLE @extschema@.segment_compiled (
 	columns pg_catalog.text[] NOT NULL,
 	threshold_columns pg_catalog.text[] NOT NULL,
 	threshold_exprs pg_catalog.text[] NOT NULL,
-	compiled_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+	compiled_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	error pg_catalog.text,
+	failed_at pg_catalog.timestamptz
 );
 
-COMMENT ON TABLE @extschema@.segment_compiled IS 'The checked rules of enabled segments, as the evaluator runs them';
+COMMENT ON TABLE @extschema@.segment_compiled IS 'The checked rules of enabled segments, as the evaluator runs them; a rule that failed at run time has its error here and is set aside (its members kept) until it is changed';
+
+-- The VALUES list (segment_id, member[, columns]) of every usable rule, for
+-- the generated statements that evaluate them all in one pass.
+CREATE FUNCTION @extschema@._rules_values(with_columns pg_catalog.bool DEFAULT false)
+RETURNS pg_catalog.text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN (SELECT COALESCE(pg_catalog.string_agg(
+			CASE WHEN with_columns THEN pg_catalog.format('(%L, (%s), %L::pg_catalog.text[])', c.segment_id, c.expression, c.columns)
+				 ELSE pg_catalog.format('(%L, (%s))', c.segment_id, c.expression) END, ', ' ORDER BY c.segment_id),
+			CASE WHEN with_columns THEN '(NULL::pg_catalog.text, false, NULL::pg_catalog.text[])'
+				 ELSE '(NULL::pg_catalog.text, false)' END)
+		  FROM @extschema@.segment_compiled c WHERE c.error IS NULL);
 
 -- The time columns of segment_facts, with the fact each counts from and its unit.
 CREATE FUNCTION @extschema@._time_columns()
@@ -694,8 +709,7 @@ DECLARE
 	rules pg_catalog.text;
 	watches pg_catalog.text;
 BEGIN
-	SELECT pg_catalog.string_agg(pg_catalog.format('(%L, (%s))', c.segment_id, c.expression), ', ' ORDER BY c.segment_id)
-	  INTO rules FROM @extschema@.segment_compiled c;
+	rules := @extschema@._rules_values();
 	-- every threshold a time column is compared with gives candidate instants:
 	-- the time column is a whole number, so it crosses x at floor(x)+1 (for >,
 	-- <=) or ceil(x) (for >=, <); = also changes one unit later
@@ -709,7 +723,7 @@ BEGIN
 	  FROM @extschema@.segment_compiled c
 	 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(c.threshold_columns), pg_catalog.unnest(c.threshold_exprs)) AS tx(col, expr)
 	  JOIN @extschema@._time_columns() tc ON tc.time_column = tx.col
-	 WHERE tx.expr IS NOT NULL;
+	 WHERE tx.expr IS NOT NULL AND c.error IS NULL;
 	RETURN pg_catalog.format($sql$
 WITH f AS MATERIALIZED (SELECT * FROM (%1$s) sf%2$s),
 watch AS (SELECT f.customer_id, LEAST(%5$s) AS next_check_at FROM f),
@@ -727,7 +741,8 @@ fresh AS (
 	SELECT f.customer_id, v.segment_id
 	  FROM f CROSS JOIN LATERAL (VALUES %3$s) v(segment_id, member)
 	 WHERE v.member),
-cur AS (SELECT m.segment_id, m.customer_id FROM @extschema@.segment_membership m%4$s),
+cur AS (SELECT m.segment_id, m.customer_id FROM @extschema@.segment_membership m
+		 WHERE m.segment_id NOT IN (SELECT x.segment_id FROM @extschema@.segment_compiled x WHERE x.error IS NOT NULL)%4$s),
 entered AS (
 	INSERT INTO @extschema@.segment_membership (segment_id, customer_id, since)
 	SELECT n.segment_id, n.customer_id, $2 FROM fresh n
@@ -751,10 +766,43 @@ SELECT (SELECT pg_catalog.count(*) FROM f),
 $sql$,
 		@extschema@._segment_facts_sql('$2'),
 		CASE WHEN keyed THEN ' WHERE sf.customer_id = ANY($1)' ELSE '' END,
-		COALESCE(rules, '(NULL::pg_catalog.text, false)'),
-		CASE WHEN keyed THEN ' WHERE m.customer_id = ANY($1)' ELSE '' END,
+		rules,
+		CASE WHEN keyed THEN ' AND m.customer_id = ANY($1)' ELSE '' END,
 		COALESCE(watches, 'NULL::pg_catalog.timestamptz'),
 		CASE WHEN keyed THEN 'w.customer_id = ANY($1) AND' ELSE '' END);
+END
+$$;
+
+-- Runs each usable rule alone over the customers being evaluated and sets
+-- aside those that fail, with their error. Returns how many failed.
+CREATE FUNCTION @extschema@._set_aside_failing_rules(keyed pg_catalog.bool, keys pg_catalog.text[],
+	as_of pg_catalog.timestamptz)
+RETURNS pg_catalog.int4
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+AS $$
+DECLARE
+	c record;
+	failed pg_catalog.int4 := 0;
+	message pg_catalog.text;
+BEGIN
+	FOR c IN SELECT * FROM @extschema@.segment_compiled x WHERE x.error IS NULL ORDER BY x.segment_id LOOP
+		BEGIN
+			EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM (%s) f WHERE %s (%s)',
+				@extschema@._segment_facts_sql('$2'),
+				CASE WHEN keyed THEN 'f.customer_id = ANY($1) AND' ELSE '' END, c.expression)
+			USING keys, as_of;
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+			UPDATE @extschema@.segment_compiled x SET error = message, failed_at = pg_catalog.now()
+			 WHERE x.segment_id = c.segment_id;
+			RAISE WARNING 'segments: the rule of segment "%" failed and is set aside: %', c.segment_id, message
+				USING HINT = 'Its members stay as they were. Fix the rule with segments.alter_segment().';
+			failed := failed + 1;
+		END;
+	END LOOP;
+	RETURN failed;
 END
 $$;
 
@@ -770,6 +818,7 @@ DECLARE
 	everyone pg_catalog.bool;
 	keys pg_catalog.text[];
 	watch_changes pg_catalog.int8;
+	failure pg_catalog.text;
 	started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
 BEGIN
 	-- one evaluation at a time: membership diffs must not interleave
@@ -803,9 +852,22 @@ BEGIN
 
 	INSERT INTO @extschema@.evaluations (as_of, started_at, full_evaluation)
 	VALUES (as_of, started, everyone) RETURNING evaluations.evaluation_id INTO evaluation_id;
-	EXECUTE @extschema@._evaluation_sql(NOT everyone)
-	   INTO customers, entered, exited, watch_changes
-	  USING keys, as_of, evaluation_id;
+	BEGIN
+		EXECUTE @extschema@._evaluation_sql(NOT everyone)
+		   INTO customers, entered, exited, watch_changes
+		  USING keys, as_of, evaluation_id;
+	EXCEPTION WHEN OTHERS THEN
+		-- One rule failing at run time (a division by zero on some customer's
+		-- facts) must not stop every other segment: find it, set it aside
+		-- with its error (its members stay as they were), evaluate the rest.
+		GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
+		IF @extschema@._set_aside_failing_rules(NOT everyone, keys, as_of) = 0 THEN
+			RAISE;
+		END IF;
+		EXECUTE @extschema@._evaluation_sql(NOT everyone)
+		   INTO customers, entered, exited, watch_changes
+		  USING keys, as_of, evaluation_id;
+	END;
 	UPDATE @extschema@.evaluations e
 	   SET finished_at = pg_catalog.clock_timestamp(), customers = evaluate_segments.customers,
 		   entered = evaluate_segments.entered, exited = evaluate_segments.exited
@@ -825,8 +887,7 @@ AS $$
 DECLARE
 	rules pg_catalog.text;
 BEGIN
-	SELECT pg_catalog.string_agg(pg_catalog.format('(%L, (%s))', c.segment_id, c.expression), ', ' ORDER BY c.segment_id)
-	  INTO rules FROM @extschema@.segment_compiled c;
+	rules := @extschema@._rules_values();
 	RETURN QUERY EXECUTE pg_catalog.format($sql$
 		WITH f AS MATERIALIZED (%s),
 		fresh AS (
@@ -834,11 +895,12 @@ BEGIN
 			  FROM f CROSS JOIN LATERAL (VALUES %s) v(segment_id, member) WHERE v.member)
 		SELECT COALESCE(n.customer_id, m.customer_id), COALESCE(n.segment_id, m.segment_id),
 			   CASE WHEN m.customer_id IS NULL THEN 'missing' ELSE 'extra' END
-		  FROM fresh n FULL JOIN @extschema@.segment_membership m
+		  FROM fresh n FULL JOIN (SELECT * FROM @extschema@.segment_membership mm
+			 WHERE mm.segment_id NOT IN (SELECT x.segment_id FROM @extschema@.segment_compiled x WHERE x.error IS NOT NULL)) m
 			ON m.customer_id = n.customer_id AND m.segment_id = n.segment_id
 		 WHERE n.customer_id IS NULL OR m.customer_id IS NULL
 		 ORDER BY 1, 2$sql$,
-		@extschema@._segment_facts_sql('$1'), COALESCE(rules, '(NULL::pg_catalog.text, false)'))
+		@extschema@._segment_facts_sql('$1'), rules)
 	USING as_of;
 END
 $$;
@@ -881,14 +943,13 @@ BEGIN
 	  FROM @extschema@._compute_score_breaks('pg_temp.segments_as_of_facts') c;
 	INSERT INTO pg_temp.segments_as_of_breaks
 		SELECT sb.measure, @extschema@._jsonb_float8_array(computed->sb.measure) FROM @extschema@.score_breaks sb;
-	SELECT pg_catalog.string_agg(pg_catalog.format('(%L, (%s))', c.segment_id, c.expression), ', ' ORDER BY c.segment_id)
-	  INTO rules FROM @extschema@.segment_compiled c;
+	rules := @extschema@._rules_values();
 	RETURN QUERY EXECUTE pg_catalog.format(
 		'WITH f AS MATERIALIZED (%s)
 		 SELECT f.customer_id, v.segment_id FROM f CROSS JOIN LATERAL (VALUES %s) v(segment_id, member)
 		  WHERE v.member ORDER BY 1, 2',
 		@extschema@._segment_facts_sql('$1', 'pg_temp.segments_as_of_facts', 'pg_temp.segments_as_of_breaks'),
-		COALESCE(rules, '(NULL::pg_catalog.text, false)'))
+		rules)
 	USING as_of;
 END
 $$;
@@ -916,8 +977,7 @@ BEGIN
 			USING ERRCODE = 'no_data_found',
 				  HINT = 'Customers appear once an attached table or the tracking API mentions them and refresh_facts() ran.';
 	END IF;
-	SELECT pg_catalog.string_agg(pg_catalog.format('(%L, (%s), %L::pg_catalog.text[])', c.segment_id, c.expression, c.columns), ', ' ORDER BY c.segment_id)
-	  INTO rules FROM @extschema@.segment_compiled c;
+	rules := @extschema@._rules_values(true);
 	RETURN QUERY EXECUTE pg_catalog.format($sql$
 		WITH f AS MATERIALIZED (SELECT * FROM (%s) sf WHERE sf.customer_id = $2),
 		v AS (SELECT v.segment_id, COALESCE(v.member, false) AS member,

@@ -117,6 +117,20 @@ SELECT count(*) AS as_of_matches_stored_differences
   FROM (SELECT customer_id, segment_id FROM segments.segments_as_of(:day61)
 		EXCEPT SELECT customer_id, segment_id FROM segments.segment_membership) d;
 
+-- A rule that fails at run time is set aside with its error; every other
+-- segment is still evaluated, and the failing one keeps its members.
+SELECT segments.define_segment('fragile', 'orders > 0 AND 100 / (orders - 1) > 10');
+SELECT customers > 0 AS evaluated, entered, exited FROM segments.evaluate_segments(:day61);
+SELECT segment_id, error FROM segments.segment_compiled WHERE error IS NOT NULL;
+SELECT segments.track_order('bob', 'o-bob-4', '2026-03-17 10:30+00', 30);
+SELECT customers_checked FROM segments.refresh_facts(:day61);
+SELECT customers, entered, exited FROM segments.evaluate_segments(:day61);
+SELECT segments.alter_segment('fragile', rule => 'orders > 1 AND 100 / (orders - 1) > 10');
+SELECT count(*) AS failing_rules FROM segments.segment_compiled WHERE error IS NOT NULL;
+SELECT customers > 0 AS evaluated FROM segments.evaluate_segments(:day61);
+SELECT customer_id FROM segments.segment_membership WHERE segment_id = 'fragile' ORDER BY 1;
+SELECT segments.drop_segment('fragile');
+
 -- clean up
 SELECT segments.drop_segment('telegram_regulars');
 SELECT segments.drop_segment('top_quarter');
