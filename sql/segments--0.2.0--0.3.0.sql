@@ -311,6 +311,21 @@ CREATE TABLE @extschema@.segment_compiled (
 
 COMMENT ON TABLE @extschema@.segment_compiled IS 'The checked rules of enabled segments, as the evaluator runs them; a rule that failed at run time has its error here and is set aside (its members kept) until it is changed';
 
+-- What the compiled rules were made from: compiling again is needed when the
+-- catalog no longer matches (tuned, defined, or restored by pg_restore after
+-- CREATE EXTENSION compiled the defaults).
+CREATE TABLE @extschema@.segment_compiled_from (
+	fingerprint pg_catalog.text NOT NULL
+);
+
+CREATE FUNCTION @extschema@._catalog_fingerprint()
+RETURNS pg_catalog.text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN (SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(c.segment_id || '|' || c.rule || '|' || c.enabled::pg_catalog.text,
+			E'\n' ORDER BY c.segment_id), ''))
+		  FROM @extschema@.segment_catalog c);
+
 -- The VALUES list (segment_id, member[, columns]) of every usable rule, for
 -- the generated statements that evaluate them all in one pass.
 CREATE FUNCTION @extschema@._rules_values(with_columns pg_catalog.bool DEFAULT false)
@@ -352,6 +367,8 @@ BEGIN
 			ARRAY(SELECT t.time_column FROM @extschema@._time_columns() t)) d
 	 WHERE c.enabled;
 	GET DIAGNOSTICS n = ROW_COUNT;
+	DELETE FROM @extschema@.segment_compiled_from;
+	INSERT INTO @extschema@.segment_compiled_from VALUES (@extschema@._catalog_fingerprint());
 	-- every customer must be looked at again under the new rules
 	INSERT INTO @extschema@.evaluation_queue (customer_id) VALUES (NULL);
 	RETURN n;
@@ -824,6 +841,12 @@ BEGIN
 	-- one evaluation at a time: membership diffs must not interleave
 	PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('segments.membership'));
 	customers := 0; entered := 0; exited := 0;
+
+	-- the catalog changed behind our back (direct edits, a restore): recompile
+	IF NOT EXISTS (SELECT FROM @extschema@.segment_compiled_from f
+					WHERE f.fingerprint = @extschema@._catalog_fingerprint()) THEN
+		PERFORM @extschema@._compile_segments();
+	END IF;
 
 	-- customers whose membership time alone may have changed
 	INSERT INTO @extschema@.evaluation_queue (customer_id)
