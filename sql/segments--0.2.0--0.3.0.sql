@@ -826,7 +826,7 @@ $$;
 CREATE FUNCTION @extschema@.evaluate_segments(as_of pg_catalog.timestamptz DEFAULT pg_catalog.now(),
 	full_evaluation pg_catalog.bool DEFAULT false,
 	OUT customers pg_catalog.int8, OUT entered pg_catalog.int8, OUT exited pg_catalog.int8,
-	OUT evaluation_id pg_catalog.int8)
+	OUT evaluation_id pg_catalog.int8, OUT skipped pg_catalog.bool)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on
@@ -838,9 +838,15 @@ DECLARE
 	failure pg_catalog.text;
 	started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
 BEGIN
-	-- one evaluation at a time: membership diffs must not interleave
-	PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('segments.membership'));
+	PERFORM @extschema@._check_time(as_of, 'as_of');
 	customers := 0; entered := 0; exited := 0;
+	-- one evaluation at a time: membership diffs must not interleave; one
+	-- already running does this work, so return at once instead of waiting
+	skipped := NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('segments.membership'));
+	IF skipped THEN
+		RAISE NOTICE 'segments: another evaluation is running; skipped';
+		RETURN;
+	END IF;
 
 	-- the catalog changed behind our back (direct edits, a restore): recompile
 	IF NOT EXISTS (SELECT FROM @extschema@.segment_compiled_from f
