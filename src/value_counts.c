@@ -1283,7 +1283,7 @@ segments_ntile_score(PG_FUNCTION_ARGS)
 					 errmsg("ntile_score() breaks must be %s when higher_is_better is %s",
 							higher_is_better ? "non-decreasing" : "non-increasing",
 							higher_is_better ? "true" : "false"),
-					 errhint("The breaks were probably computed with ntile_breaks(..., higher_is_better => %s); pass the same direction to both.",
+					 errhint("The breaks were probably computed with ntile_breaks(value, buckets, %s); pass the same direction to both.",
 							 higher_is_better ? "false" : "true")));
 	}
 
