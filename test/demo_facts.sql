@@ -29,8 +29,9 @@ SELECT relation, kind, key_type FROM segments.sources WHERE NOT builtin ORDER BY
 SELECT customers_checked, customers_changed, full_rebuild FROM segments.refresh_facts(:'as_of');
 SELECT count(*) AS customers, count(*) FILTER (WHERE orders = 0) AS browsers,
        count(*) FILTER (WHERE orders = 1) AS one_order, count(*) FILTER (WHERE orders >= 2) AS repeat,
-       count(*) FILTER (WHERE cart_id IS NOT NULL) AS open_carts, round(sum(net_revenue)) AS net_revenue
+       count(*) FILTER (WHERE cart_id IS NOT NULL) AS open_carts
   FROM segments.customer_facts;
+\echo '(amounts in customer_facts are in each order''s own currency: this shop sells in seven)'
 
 \echo
 \echo '=== 3. A few customers ==='
