@@ -322,9 +322,14 @@ CREATE FUNCTION @extschema@._catalog_fingerprint()
 RETURNS pg_catalog.text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-RETURN (SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(c.segment_id || '|' || c.rule || '|' || c.enabled::pg_catalog.text,
-			E'\n' ORDER BY c.segment_id), ''))
-		  FROM @extschema@.segment_catalog c);
+RETURN pg_catalog.md5(
+	(SELECT COALESCE(pg_catalog.string_agg(c.segment_id || '|' || c.rule || '|' || c.enabled::pg_catalog.text,
+			E'\n' ORDER BY c.segment_id), '') FROM @extschema@.segment_catalog c)
+	-- rules read category cycles and RFM groups: edits to those count too
+	|| (SELECT COALESCE(pg_catalog.string_agg(y.category || '=' || y.cycle_days, ',' ORDER BY y.category), '')
+		  FROM @extschema@.category_cycles y)
+	|| (SELECT COALESCE(pg_catalog.string_agg(g::pg_catalog.text, ',' ORDER BY g.position, g.group_name), '')
+		  FROM @extschema@.rfm_groups g));
 
 -- The VALUES list (segment_id, member[, columns]) of every usable rule, for
 -- the generated statements that evaluate them all in one pass.
@@ -731,8 +736,8 @@ BEGIN
 	-- the time column is a whole number, so it crosses x at floor(x)+1 (for >,
 	-- <=) or ceil(x) (for >=, <); = also changes one unit later
 	SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format(
-			'(SELECT pg_catalog.min(t) FROM (SELECT f.%1$I + c * %2$L::pg_catalog.interval AS t
-			   FROM (SELECT (%3$s)::pg_catalog.float8 AS x) th,
+			'(SELECT pg_catalog.min(t) FROM (SELECT f.%1$I + c::pg_catalog.float8 * %2$L::pg_catalog.interval AS t
+			   FROM (SELECT (%3$s)::pg_catalog.numeric AS x) th,
 					LATERAL (VALUES (pg_catalog.floor(th.x)), (pg_catalog.floor(th.x) + 1), (pg_catalog.ceil(th.x)), (pg_catalog.ceil(th.x) + 1)) v(c)
 			  WHERE th.x BETWEEN 0 AND 1000000) s WHERE s.t > $2)',
 			tc.anchor, tc.unit, tx.expr), ', ')
@@ -839,6 +844,7 @@ DECLARE
 	started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
 BEGIN
 	PERFORM @extschema@._check_time(as_of, 'as_of');
+	full_evaluation := COALESCE(full_evaluation, false);
 	customers := 0; entered := 0; exited := 0;
 	-- one evaluation at a time: membership diffs must not interleave; one
 	-- already running does this work, so return at once instead of waiting
@@ -916,6 +922,7 @@ AS $$
 DECLARE
 	rules pg_catalog.text;
 BEGIN
+	PERFORM @extschema@._check_time(as_of, 'as_of');
 	rules := @extschema@._rules_values();
 	RETURN QUERY EXECUTE pg_catalog.format($sql$
 		WITH f AS MATERIALIZED (%s),
@@ -1001,6 +1008,7 @@ AS $$
 DECLARE
 	rules pg_catalog.text;
 BEGIN
+	PERFORM @extschema@._check_time(as_of, 'as_of');
 	IF NOT EXISTS (SELECT FROM @extschema@.customer_facts f WHERE f.customer_id = explain_customer.customer_id) THEN
 		RAISE EXCEPTION 'customer "%" has no facts', customer_id
 			USING ERRCODE = 'no_data_found',

@@ -131,6 +131,18 @@ SELECT customers > 0 AS evaluated FROM segments.evaluate_segments(:day61);
 SELECT customer_id FROM segments.segment_membership WHERE segment_id = 'fragile' ORDER BY 1;
 SELECT segments.drop_segment('fragile');
 
+-- A threshold far outside any day count does not break the watch.
+SELECT segments.define_segment('never', 'days_since_last_order > 1e400');
+SELECT customers > 0 AS evaluated, exited FROM segments.evaluate_segments(:day61);
+SELECT segments.drop_segment('never');
+-- Editing what rules read (a category cycle) re-evaluates everyone.
+INSERT INTO segments.category_cycle VALUES ('coffee', 120);
+SELECT customers FROM segments.evaluate_segments(:day61);
+SELECT count(*) AS liz_lapsed_with_120_day_coffee FROM segments.segment_membership
+ WHERE customer_id = 'liz' AND segment_id = 'lapsed_category_cycle';
+DELETE FROM segments.category_cycle;
+SELECT customers FROM segments.evaluate_segments(:day61);
+
 -- clean up
 SELECT segments.drop_segment('telegram_regulars');
 SELECT segments.drop_segment('top_quarter');
