@@ -201,6 +201,8 @@ SELECT customer_id, first_order_at FROM segments.customer_facts WHERE customer_i
 -- 7b. More mistakes that must fail cleanly.
 CREATE TABLE shop.parted (id int, cust int, at timestamptz, total numeric) PARTITION BY RANGE (at);
 SELECT segments.attach_orders('shop.parted', customer => 'cust', order_id => 'id', placed_at => 'at', amount => 'total');
+CREATE TABLE shop.parted_2026 PARTITION OF shop.parted FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+SELECT segments.attach_orders('shop.parted_2026', customer => 'cust', order_id => 'id', placed_at => 'at', amount => 'total');
 CREATE TABLE shop.o2 (id int, cust int, at timestamptz, total numeric, st text);
 SELECT segments.attach_orders('shop.o2', customer => 'cust', order_id => 'id', placed_at => 'at', amount => 'total',
 	status => 'st', completed => NULL);
@@ -217,6 +219,16 @@ SELECT status, refunded_amount FROM segments.tracked_orders WHERE order_id = 'T3
 SELECT segments.attach_orders('shop.o2', customer => 'cust', order_id => 'id', placed_at => 'at', amount => 'total');
 DROP TABLE shop.o2;
 SELECT count(*) AS o2_sources FROM segments.sources WHERE relation::text LIKE '%o2';
+SELECT full_rebuild FROM segments.refresh_facts('2026-06-10 00:00+00');
+-- dropping an orders table also forgets its order lines and their triggers
+CREATE TABLE shop.o3 (id int, cust int, at timestamptz, total numeric);
+CREATE TABLE shop.l3 (order_id int, cat text);
+SELECT segments.attach_orders('shop.o3', customer => 'cust', order_id => 'id', placed_at => 'at', amount => 'total') >= 0 AS attached;
+SELECT segments.attach_order_lines('shop.l3', orders => 'shop.o3', order_id => 'order_id', product => 'cat', category => 'cat') >= 0 AS attached;
+DROP TABLE shop.o3;
+SELECT (SELECT count(*) FROM segments.sources WHERE relation::text LIKE 'shop.%3') AS sources_left,
+	   (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'shop.l3'::regclass) AS triggers_left;
+DROP TABLE shop.l3;
 SELECT full_rebuild FROM segments.refresh_facts('2026-06-10 00:00+00');
 
 -- 8. TRUNCATE asks for a rebuild; detach leaves the shop's tables as they were.

@@ -520,10 +520,10 @@ BEGIN
 		RAISE EXCEPTION 'the table to attach must not be NULL' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	SELECT c.relkind INTO relkind FROM pg_catalog.pg_class c WHERE c.oid = rel;
-	IF relkind = 'p' THEN
-		RAISE EXCEPTION 'cannot attach %: partitioned tables are not supported yet', rel
+	IF relkind = 'p' OR (SELECT c.relispartition FROM pg_catalog.pg_class c WHERE c.oid = rel) THEN
+		RAISE EXCEPTION 'cannot attach %: partitioned tables and partitions are not supported yet', rel
 			USING ERRCODE = 'feature_not_supported',
-				  DETAIL = 'Rows written directly to a partition would not fire triggers on the parent.',
+				  DETAIL = 'Rows written through the parent do not fire a partition''s statement triggers, nor the other way round.',
 				  HINT = 'Record these rows with the tracking API, or attach an unpartitioned table.';
 	END IF;
 	IF relkind <> 'r' THEN
@@ -1678,15 +1678,25 @@ RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	orphan pg_catalog.regclass;
+	trg pg_catalog.name;
 BEGIN
 	DELETE FROM @extschema@.sources s
 	 USING pg_catalog.pg_event_trigger_dropped_objects() d
 	 WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
 	   AND d.objid = s.relation::pg_catalog.oid;
 	IF FOUND THEN
-		-- order lines whose orders table went away go with it
-		DELETE FROM @extschema@.sources s
-		 WHERE s.kind = 'order_lines' AND pg_catalog.to_regclass(s.options->>'orders') IS NULL;
+		-- order lines whose orders table went away go with it, triggers included
+		FOR orphan IN DELETE FROM @extschema@.sources s
+					   WHERE s.kind = 'order_lines' AND pg_catalog.to_regclass(s.options->>'orders') IS NULL
+					  RETURNING s.relation LOOP
+			FOR trg IN SELECT t.tgname FROM pg_catalog.pg_trigger t
+						WHERE t.tgrelid = orphan
+						  AND t.tgfoid = '@extschema@.capture_changes()'::pg_catalog.regprocedure LOOP
+				EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg, orphan);
+			END LOOP;
+		END LOOP;
 		INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'detach');
 	END IF;
 END
