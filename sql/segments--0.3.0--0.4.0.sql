@@ -35,3 +35,1552 @@
 -- (campaigns go here)
 --------------------------------------------------------------------------------
 
+/*
+ * segment membership -> CAMPAIGN ENROLLMENT -> due steps -> STOP RULES (C)
+ * -> OUTBOX -> sender (claim / ack / fail) -> engagement and orders back
+ *
+ *   campaign, campaign_step   the owner's campaigns (kept by pg_dump)
+ *   campaign_template(_step)  ready-made campaigns, copied on request
+ *   enrollment                one buyer in one campaign for one signal
+ *   decision_log              every send / defer / skip with its reason
+ *   contact_log               last message queued per buyer and channel:
+ *                             the frequency cap's lock row
+ *   outbox                    messages for senders, with lease and fencing
+ *   tick_runs, tick_state     the tick's log and its watermark
+ */
+
+-- Settings that change what campaigns do, not what facts hold: changing
+-- them must not rebuild the facts.
+ALTER TABLE @extschema@.setting_default
+	ADD COLUMN rebuilds_facts pg_catalog.bool NOT NULL DEFAULT true;
+
+INSERT INTO @extschema@.setting_default (name, value, value_type, description, rebuilds_facts) VALUES
+	('frequency_cap_email', '16 hours', 'pg_catalog.interval',
+	 'At most one campaign message per buyer on email within this time, across campaigns', false),
+	('frequency_cap_sms', '24 hours', 'pg_catalog.interval',
+	 'At most one campaign message per buyer by SMS within this time, across campaigns', false),
+	('frequency_cap_telegram', '24 hours', 'pg_catalog.interval',
+	 'At most one campaign message per buyer on Telegram within this time, across campaigns', false),
+	('frequency_cap_push', '4 hours', 'pg_catalog.interval',
+	 'At most one campaign message per buyer by push within this time, across campaigns', false),
+	('quiet_hours_start', '21:00', 'pg_catalog.time',
+	 'Start of quiet hours in the buyer''s own time zone: messages wait until quiet_hours_end', false),
+	('quiet_hours_end', '08:00', 'pg_catalog.time',
+	 'End of quiet hours in the buyer''s own time zone (equal to the start: no quiet hours)', false),
+	('unknown_zone_margin', '2 hours', 'pg_catalog.interval',
+	 'A buyer without a known time zone gets the shop''s zone with quiet hours this much longer on each side', false),
+	('sunset_after_ignored', '6', 'pg_catalog.int4',
+	 'Stop messaging a buyer after this many messages in a row without an open or click (0: never)', false),
+	('step_valid_for', '1 day', 'pg_catalog.interval',
+	 'How long after it falls due a step may still be sent, unless the step says otherwise', false),
+	('outbox_lease', '5 minutes', 'pg_catalog.interval',
+	 'How long a claimed message stays with its sender before another sender may claim it', false),
+	('outbox_max_attempts', '5', 'pg_catalog.int4',
+	 'Claims (and failures) after which a message is parked as dead', false),
+	('outbox_retry_after', '1 minute', 'pg_catalog.interval',
+	 'Back-off after the first failed attempt; doubles with every further attempt', false),
+	('tick_run_retention', '14 days', 'pg_catalog.interval',
+	 'How long tick_runs keeps its rows', false),
+	('shop_link', '', 'pg_catalog.text',
+	 'The destination link of steps that link to the shop', false),
+	('product_link_template', '', 'pg_catalog.text',
+	 'Destination link of product steps; {product_id} is replaced', false),
+	('wallet_link', '', 'pg_catalog.text',
+	 'Destination link of wallet steps', false),
+	('referral_link_template', '', 'pg_catalog.text',
+	 'Destination link of referral steps; {customer_id} is replaced', false);
+
+CREATE OR REPLACE FUNCTION @extschema@.set_setting(setting_name pg_catalog.text, new_value pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	vtype pg_catalog.regtype;
+	rebuilds pg_catalog.bool;
+BEGIN
+	SELECT d.value_type, d.rebuilds_facts INTO vtype, rebuilds
+	  FROM @extschema@.setting_default d WHERE d.name = setting_name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unrecognized segments setting "%"', setting_name
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'SELECT name FROM segments.settings lists them.';
+	END IF;
+	IF new_value IS NULL THEN
+		RAISE EXCEPTION 'setting "%" cannot be NULL', setting_name
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Use segments.reset_setting() to go back to the default.';
+	END IF;
+	-- the value must parse as its type (the cast raises the precise error)
+	EXECUTE pg_catalog.format('SELECT %L::%s', new_value, vtype);
+	IF setting_name = 'shop_time_zone' THEN
+		PERFORM pg_catalog.now() AT TIME ZONE new_value;
+	ELSIF vtype = 'pg_catalog.interval'::pg_catalog.regtype
+		  AND new_value::pg_catalog.interval <= '0'::pg_catalog.interval THEN
+		RAISE EXCEPTION 'setting "%" must be a positive interval', setting_name
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF vtype = 'pg_catalog.int4'::pg_catalog.regtype AND new_value::pg_catalog.int4 < 0 THEN
+		RAISE EXCEPTION 'setting "%" must not be negative', setting_name
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF setting_name = 'watch_days'
+		  AND (pg_catalog.array_ndims(new_value::pg_catalog.int4[]) IS DISTINCT FROM 1
+			   OR EXISTS (SELECT FROM pg_catalog.unnest(new_value::pg_catalog.int4[]) d WHERE d IS NULL OR d < 0)) THEN
+		RAISE EXCEPTION 'setting "watch_days" must be a one-dimensional array of non-negative day counts'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	INSERT INTO @extschema@.setting AS s (name, value) VALUES (setting_name, new_value)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value, changed_at = pg_catalog.now();
+	IF rebuilds THEN
+		-- facts were computed under the old value: the next refresh rebuilds them
+		INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'settings');
+	END IF;
+	RETURN new_value;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.reset_setting(setting_name pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM @extschema@.setting s WHERE s.name = setting_name;
+	IF FOUND AND (SELECT d.rebuilds_facts FROM @extschema@.setting_default d WHERE d.name = setting_name) THEN
+		INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'settings');
+	END IF;
+	RETURN @extschema@.setting_value(setting_name);
+END
+$$;
+
+--------------------------------------------------------------------------------
+-- Campaigns as data
+--------------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.campaign (
+	campaign_id pg_catalog.text PRIMARY KEY
+		CHECK (campaign_id OPERATOR(pg_catalog.~) '^[a-z][a-z0-9_]{0,62}$'),
+	title pg_catalog.text NOT NULL,
+	signal pg_catalog.text NOT NULL CHECK (signal IN ('segment_entered', 'cart_abandoned',
+		'checkout_abandoned', 'order_completed', 'went_quiet', 'product_restocked',
+		'wallet_credit', 'referral_shared', 'broadcast')),
+	signal_segment pg_catalog.text,
+	audience_segments pg_catalog.text[] NOT NULL DEFAULT '{}',
+	audience_mode pg_catalog.text NOT NULL DEFAULT 'any' CHECK (audience_mode IN ('any', 'primary')),
+	exclude_segments pg_catalog.text[] NOT NULL DEFAULT '{}',
+	reentry_days pg_catalog.int4 NOT NULL DEFAULT 30 CHECK (reentry_days >= 0),
+	holdout_percent pg_catalog.numeric NOT NULL DEFAULT 10 CHECK (holdout_percent >= 0 AND holdout_percent <= 100),
+	max_offer_percent pg_catalog.numeric CHECK (max_offer_percent >= 0 AND max_offer_percent <= 100),
+	min_margin_percent pg_catalog.numeric CHECK (min_margin_percent >= 0 AND min_margin_percent <= 100),
+	priority pg_catalog.int4 NOT NULL DEFAULT 100,
+	status pg_catalog.text NOT NULL DEFAULT 'draft' CHECK (status IN ('draft', 'active', 'paused', 'archived')),
+	starts_at pg_catalog.timestamptz,
+	expires_at pg_catalog.timestamptz,
+	broadcast_at pg_catalog.timestamptz,
+	template_id pg_catalog.text,
+	activated_at pg_catalog.timestamptz,
+	created_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CHECK ((signal IN ('segment_entered', 'went_quiet')) = (signal_segment IS NOT NULL)),
+	CHECK ((signal = 'broadcast') = (broadcast_at IS NOT NULL)),
+	CHECK (expires_at IS NULL OR starts_at IS NULL OR expires_at > starts_at)
+);
+
+COMMENT ON TABLE @extschema@.campaign IS
+'The owner''s campaigns: signal, audience, re-entry, holdout, guardrail and status (kept by pg_dump)';
+COMMENT ON COLUMN @extschema@.campaign.signal IS
+'What enrolls a buyer: segment_entered, cart_abandoned, checkout_abandoned, order_completed, went_quiet, product_restocked, wallet_credit, referral_shared or broadcast';
+COMMENT ON COLUMN @extschema@.campaign.audience_segments IS
+'Buyers must be in one of these segments (audience_mode any) or have one as their primary segment (primary); empty: everyone';
+COMMENT ON COLUMN @extschema@.campaign.reentry_days IS 'A buyer is not enrolled again within this many days';
+COMMENT ON COLUMN @extschema@.campaign.holdout_percent IS
+'Share of enrollments that get nothing, for measuring lift; fixed per buyer and campaign';
+COMMENT ON COLUMN @extschema@.campaign.max_offer_percent IS
+'Margin guardrail: the largest discount a step may offer (NULL: no discounts)';
+COMMENT ON COLUMN @extschema@.campaign.min_margin_percent IS
+'Margin guardrail: a discount must leave at least this margin on the buyer''s own known margin rate';
+COMMENT ON COLUMN @extschema@.campaign.priority IS
+'Lower goes first when two campaigns compete for one buyer''s frequency cap';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.campaign', '');
+
+CREATE TABLE @extschema@.campaign_step (
+	campaign_id pg_catalog.text NOT NULL REFERENCES @extschema@.campaign ON DELETE CASCADE ON UPDATE CASCADE,
+	step_no pg_catalog.int4 NOT NULL CHECK (step_no BETWEEN 1 AND 100),
+	delay pg_catalog.interval NOT NULL CHECK (delay >= '0'::pg_catalog.interval),
+	channel @extschema@.channel NOT NULL,
+	message_key pg_catalog.text NOT NULL CHECK (message_key OPERATOR(pg_catalog.<>) ''),
+	link pg_catalog.text NOT NULL DEFAULT 'shop' CHECK (link IN ('cart', 'product', 'wallet', 'referral', 'shop', 'none')),
+	offer_percent pg_catalog.numeric CHECK (offer_percent > 0 AND offer_percent <= 100),
+	valid_for pg_catalog.interval CHECK (valid_for > '0'::pg_catalog.interval),
+	PRIMARY KEY (campaign_id, step_no)
+);
+
+COMMENT ON TABLE @extschema@.campaign_step IS
+'Timed steps of a campaign: delay after the signal, channel, message key, destination link, optional offer';
+COMMENT ON COLUMN @extschema@.campaign_step.delay IS 'Time from the signal (e.g. the cart''s last activity) to this step';
+COMMENT ON COLUMN @extschema@.campaign_step.valid_for IS
+'How long after falling due the step may still be sent (NULL: setting step_valid_for)';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.campaign_step', '');
+
+-- Ready-made campaigns: ours, not dumped; campaign_from_template() copies one
+-- into the owner's tables.  A NULL channel takes the channel asked for; the
+-- first cart step is faster on chat channels.
+CREATE TABLE @extschema@.campaign_template (
+	template_id pg_catalog.text PRIMARY KEY,
+	title pg_catalog.text NOT NULL,
+	signal pg_catalog.text NOT NULL,
+	signal_segment pg_catalog.text,
+	audience_segments pg_catalog.text[] NOT NULL DEFAULT '{}',
+	exclude_segments pg_catalog.text[] NOT NULL DEFAULT '{}',
+	reentry_days pg_catalog.int4 NOT NULL,
+	holdout_percent pg_catalog.numeric NOT NULL DEFAULT 10,
+	max_offer_percent pg_catalog.numeric,
+	default_channel pg_catalog.text NOT NULL DEFAULT 'email',
+	description pg_catalog.text NOT NULL
+);
+
+CREATE TABLE @extschema@.campaign_template_step (
+	template_id pg_catalog.text NOT NULL REFERENCES @extschema@.campaign_template,
+	step_no pg_catalog.int4 NOT NULL,
+	delay pg_catalog.interval NOT NULL,
+	chat_delay pg_catalog.interval,
+	message_key pg_catalog.text NOT NULL,
+	link pg_catalog.text NOT NULL,
+	offer_percent pg_catalog.numeric,
+	valid_for pg_catalog.interval,
+	PRIMARY KEY (template_id, step_no)
+);
+
+INSERT INTO @extschema@.campaign_template
+	(template_id, title, signal, signal_segment, audience_segments, exclude_segments, reentry_days,
+	 holdout_percent, max_offer_percent, description) VALUES
+	('cart_recovery', 'Cart recovery', 'cart_abandoned', NULL, '{}', '{}', 7, 10, 10,
+	 'Three reminders of the exact cart: within the hour without a discount (15 minutes on Telegram and SMS), after a day with reassurance, after two days a small incentive only if still needed'),
+	('checkout_recovery', 'Checkout recovery', 'checkout_abandoned', NULL, '{}', '{}', 7, 10, 10,
+	 'Like cart recovery, for buyers who left at the checkout'),
+	('first_order_followup', 'First-order follow-up', 'order_completed', NULL, '{first_time}', '{}', 30, 10, 10,
+	 'A review request 7 days after the first order, a second-order offer after 21 days'),
+	('win_back', 'Win-back', 'went_quiet', 'lapsed_own_cycle', '{}', '{engagement_suppressed}', 90, 10, 15,
+	 'Past their own buying cycle: what is new first, a limited offer after 5 days only to those who still did not buy, a last note after 14 days'),
+	('vip_early_access', 'VIP early access', 'broadcast', NULL, '{vip}', '{}', 0, 10, NULL,
+	 '24-hour early access for the top buyers before a launch, no discount; set broadcast_at'),
+	('restock_alert', 'Restock alert', 'product_restocked', NULL, '{}', '{}', 1, 0, NULL,
+	 'Tells buyers who asked that the product is back'),
+	('wallet_reminder', 'Wallet reminder', 'wallet_credit', NULL, '{}', '{}', 30, 10, NULL,
+	 'Reminds buyers of credit added to their wallet, after a day and after a week'),
+	('referral_prompt', 'Referral prompt', 'order_completed', NULL, '{repeat,loyal,vip}', '{}', 90, 10, NULL,
+	 'Asks happy repeat buyers to refer a friend three days after an order');
+
+INSERT INTO @extschema@.campaign_template_step
+	(template_id, step_no, delay, chat_delay, message_key, link, offer_percent, valid_for) VALUES
+	('cart_recovery', 1, '1 hour', '15 minutes', 'cart_reminder', 'cart', NULL, '12 hours'),
+	('cart_recovery', 2, '24 hours', NULL, 'cart_reassurance', 'cart', NULL, '12 hours'),
+	('cart_recovery', 3, '48 hours', NULL, 'cart_incentive', 'cart', 5, '24 hours'),
+	('checkout_recovery', 1, '1 hour', '15 minutes', 'checkout_reminder', 'cart', NULL, '12 hours'),
+	('checkout_recovery', 2, '24 hours', NULL, 'checkout_reassurance', 'cart', NULL, '12 hours'),
+	('checkout_recovery', 3, '48 hours', NULL, 'checkout_incentive', 'cart', 5, '24 hours'),
+	('first_order_followup', 1, '7 days', NULL, 'review_request', 'shop', NULL, '2 days'),
+	('first_order_followup', 2, '21 days', NULL, 'second_order_offer', 'shop', 10, '3 days'),
+	('win_back', 1, '0', NULL, 'win_back_news', 'shop', NULL, '2 days'),
+	('win_back', 2, '5 days', NULL, 'win_back_offer', 'shop', 10, '3 days'),
+	('win_back', 3, '14 days', NULL, 'win_back_last_note', 'shop', NULL, '3 days'),
+	('vip_early_access', 1, '0', NULL, 'vip_early_access', 'shop', NULL, '24 hours'),
+	('restock_alert', 1, '0', NULL, 'back_in_stock', 'product', NULL, '2 days'),
+	('wallet_reminder', 1, '1 day', NULL, 'wallet_credit_added', 'wallet', NULL, '2 days'),
+	('wallet_reminder', 2, '7 days', NULL, 'wallet_credit_reminder', 'wallet', NULL, '3 days'),
+	('referral_prompt', 1, '3 days', NULL, 'referral_prompt', 'referral', NULL, '3 days');
+
+CREATE VIEW @extschema@.campaign_templates AS
+	SELECT t.template_id, t.title, t.signal, t.signal_segment, t.audience_segments,
+		   t.reentry_days, t.holdout_percent, t.max_offer_percent, t.description,
+		   pg_catalog.count(s.step_no)::pg_catalog.int4 AS steps
+	  FROM @extschema@.campaign_template t
+	  LEFT JOIN @extschema@.campaign_template_step s ON s.template_id OPERATOR(pg_catalog.=) t.template_id
+	 GROUP BY t.template_id;
+
+COMMENT ON VIEW @extschema@.campaign_templates IS
+'Ready-made campaigns; copy one with campaign_from_template(), which leaves it inactive unless asked';
+
+-- Products for restock alerts and the out-of-stock rule.
+CREATE TABLE @extschema@.product_stock (
+	product_id pg_catalog.text PRIMARY KEY,
+	in_stock pg_catalog.bool NOT NULL,
+	changed_at pg_catalog.timestamptz NOT NULL
+);
+CREATE TABLE @extschema@.stock_events (
+	event_id pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	product_id pg_catalog.text NOT NULL,
+	in_stock pg_catalog.bool NOT NULL,
+	occurred_at pg_catalog.timestamptz NOT NULL
+);
+CREATE INDEX stock_events_restocked ON @extschema@.stock_events (occurred_at) WHERE in_stock;
+CREATE TABLE @extschema@.restock_requests (
+	customer_id pg_catalog.text NOT NULL,
+	product_id pg_catalog.text NOT NULL,
+	requested_at pg_catalog.timestamptz NOT NULL,
+	PRIMARY KEY (product_id, customer_id)
+);
+COMMENT ON TABLE @extschema@.product_stock IS 'Whether a product is in stock now (track_stock())';
+COMMENT ON TABLE @extschema@.stock_events IS 'Stock changes over time; restocks drive restock alerts';
+COMMENT ON TABLE @extschema@.restock_requests IS 'Buyers who asked to hear when a product is back';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.product_stock', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.stock_events', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.stock_events_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.restock_requests', '');
+
+--------------------------------------------------------------------------------
+-- Campaign state: enrollments, decisions, the frequency cap, the outbox.
+-- All of it is the shop's history (what was sent to whom): pg_dump keeps it,
+-- so a restored shop never sends a message twice.
+--------------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.enrollment (
+	enrollment_id pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	campaign_id pg_catalog.text NOT NULL REFERENCES @extschema@.campaign ON UPDATE CASCADE,
+	customer_id pg_catalog.text NOT NULL,
+	signal_key pg_catalog.text NOT NULL,
+	signal_at pg_catalog.timestamptz NOT NULL,
+	enrolled_at pg_catalog.timestamptz NOT NULL,
+	holdout pg_catalog.bool NOT NULL,
+	cart_id pg_catalog.text,
+	product_id pg_catalog.text,
+	state pg_catalog.text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'completed', 'stopped')),
+	stop_reason pg_catalog.text,
+	next_step_no pg_catalog.int4,
+	next_due_at pg_catalog.timestamptz,
+	UNIQUE (campaign_id, customer_id, signal_key),
+	CHECK ((state = 'active') = (next_due_at IS NOT NULL))
+);
+CREATE INDEX enrollment_due ON @extschema@.enrollment (next_due_at) WHERE state = 'active';
+CREATE INDEX enrollment_customer ON @extschema@.enrollment (customer_id, campaign_id, enrolled_at);
+
+COMMENT ON TABLE @extschema@.enrollment IS
+'One buyer in one campaign for one signal; next_due_at is when its next step is decided';
+COMMENT ON COLUMN @extschema@.enrollment.signal_key IS
+'What enrolled the buyer (e.g. cart:42@<time>): the same signal never enrolls twice';
+COMMENT ON COLUMN @extschema@.enrollment.holdout IS 'In the holdout group: gets nothing, counted for lift';
+
+CREATE TABLE @extschema@.decision_log (
+	decision_id pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	enrollment_id pg_catalog.int8 NOT NULL,
+	campaign_id pg_catalog.text NOT NULL,
+	step_no pg_catalog.int4 NOT NULL,
+	customer_id pg_catalog.text NOT NULL,
+	channel pg_catalog.text NOT NULL,
+	decided_at pg_catalog.timestamptz NOT NULL,
+	stage pg_catalog.text NOT NULL CHECK (stage IN ('tick', 'claim')),
+	decision pg_catalog.text NOT NULL CHECK (decision IN ('send', 'defer', 'skip')),
+	reason pg_catalog.text,
+	defer_until pg_catalog.timestamptz,
+	message_id pg_catalog.int8,
+	facts pg_catalog.jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX decision_log_enrollment ON @extschema@.decision_log (enrollment_id, step_no);
+CREATE INDEX decision_log_campaign_at ON @extschema@.decision_log (campaign_id, decided_at);
+
+COMMENT ON TABLE @extschema@.decision_log IS
+'Every decision on a due step: send, defer (with until when) or skip, with the reason and the facts that decided it';
+
+CREATE TABLE @extschema@.contact_log (
+	customer_id pg_catalog.text NOT NULL,
+	channel pg_catalog.text NOT NULL,
+	last_queued_at pg_catalog.timestamptz NOT NULL,
+	PRIMARY KEY (customer_id, channel)
+);
+
+COMMENT ON TABLE @extschema@.contact_log IS
+'When a campaign message was last queued per buyer and channel: the row every enqueue locks, so two campaigns cannot both pass one frequency cap';
+
+CREATE TABLE @extschema@.outbox (
+	message_id pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	idempotency_key pg_catalog.text NOT NULL UNIQUE,
+	enrollment_id pg_catalog.int8 NOT NULL REFERENCES @extschema@.enrollment,
+	campaign_id pg_catalog.text NOT NULL,
+	step_no pg_catalog.int4 NOT NULL,
+	customer_id pg_catalog.text NOT NULL,
+	channel pg_catalog.text NOT NULL,
+	message_key pg_catalog.text NOT NULL,
+	variables pg_catalog.jsonb NOT NULL DEFAULT '{}',
+	state pg_catalog.text NOT NULL DEFAULT 'ready'
+		CHECK (state IN ('ready', 'leased', 'sent', 'dead', 'cancelled', 'expired')),
+	not_before pg_catalog.timestamptz NOT NULL,
+	not_after pg_catalog.timestamptz NOT NULL,
+	attempt pg_catalog.int4 NOT NULL DEFAULT 0,
+	leased_by pg_catalog.text,
+	lease_until pg_catalog.timestamptz,
+	provider_message_id pg_catalog.text,
+	last_error pg_catalog.text,
+	created_at pg_catalog.timestamptz NOT NULL,
+	sent_at pg_catalog.timestamptz
+);
+CREATE INDEX outbox_claimable ON @extschema@.outbox (channel, not_before) WHERE state IN ('ready', 'leased');
+CREATE INDEX outbox_enrollment ON @extschema@.outbox (enrollment_id, step_no);
+
+COMMENT ON TABLE @extschema@.outbox IS
+'Messages for senders: claim_messages() leases them, ack_message() / fail_message() settle them';
+COMMENT ON COLUMN @extschema@.outbox.idempotency_key IS
+'campaign:step:customer:enrollment; unique, so a message is queued once whatever happens; senders pass it to their provider';
+COMMENT ON COLUMN @extschema@.outbox.attempt IS
+'Raised by every claim; acknowledgements must carry it, so a late one from an expired lease changes nothing';
+COMMENT ON COLUMN @extschema@.outbox.not_after IS 'Never handed out after this time (state expired)';
+
+CREATE TABLE @extschema@.tick_state (
+	singleton pg_catalog.bool PRIMARY KEY DEFAULT true CHECK (singleton),
+	watermark pg_catalog.timestamptz,
+	last_run_id pg_catalog.int8
+);
+INSERT INTO @extschema@.tick_state DEFAULT VALUES;
+
+COMMENT ON TABLE @extschema@.tick_state IS
+'The as-of time of the last successful tick: the next one catches up on every signal since then';
+
+CREATE TABLE @extschema@.tick_runs (
+	run_id pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	as_of pg_catalog.timestamptz,
+	watermark_from pg_catalog.timestamptz,
+	started_at pg_catalog.timestamptz NOT NULL,
+	finished_at pg_catalog.timestamptz,
+	status pg_catalog.text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'skipped')),
+	backend_pid pg_catalog.int4,
+	customers_refreshed pg_catalog.int4,
+	segment_enters pg_catalog.int4,
+	segment_exits pg_catalog.int4,
+	enrolled pg_catalog.int4,
+	steps_due pg_catalog.int4,
+	queued pg_catalog.int4,
+	deferred pg_catalog.int4,
+	skipped pg_catalog.int4,
+	error pg_catalog.text
+);
+CREATE INDEX tick_runs_started ON @extschema@.tick_runs (started_at);
+
+COMMENT ON TABLE @extschema@.tick_runs IS
+'One row per tick: when, rows at each stage, and the error of a failed one; kept for tick_run_retention';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.enrollment', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.enrollment_enrollment_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.decision_log', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.decision_log_decision_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.contact_log', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox_message_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tick_state', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tick_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tick_runs_run_id_seq', '');
+
+-- Signals read customer_facts by time: these keep enrollment O(signals).
+CREATE INDEX customer_facts_cart_updated_at ON @extschema@.customer_facts (cart_updated_at)
+	WHERE cart_id IS NOT NULL;
+CREATE INDEX wallet_events_occurred_at ON @extschema@.wallet_events (occurred_at);
+CREATE INDEX referral_events_occurred_at ON @extschema@.referral_events (occurred_at);
+
+--------------------------------------------------------------------------------
+-- Stop rules (C): one decision per due step, at the tick and again at claim
+--------------------------------------------------------------------------------
+
+CREATE TYPE @extschema@.step_decision AS (
+	decision pg_catalog.text,
+	reason pg_catalog.text,
+	defer_until pg_catalog.timestamptz,
+	stops_enrollment pg_catalog.bool
+);
+
+COMMENT ON TYPE @extschema@.step_decision IS
+'send, defer (until defer_until) or skip; reason says why; stops_enrollment: no later step is sent either';
+
+CREATE FUNCTION @extschema@.decide_step(
+	as_of pg_catalog.timestamptz,
+	campaign_status pg_catalog.text,
+	campaign_expires_at pg_catalog.timestamptz,
+	holdout pg_catalog.bool,
+	signal_at pg_catalog.timestamptz,
+	last_order_at pg_catalog.timestamptz,
+	cart_state pg_catalog.text,
+	consent pg_catalog.bool,
+	last_bounced_at pg_catalog.timestamptz,
+	last_complained_at pg_catalog.timestamptz,
+	consecutive_ignored pg_catalog.int4,
+	sunset_after pg_catalog.int4,
+	already_sent pg_catalog.bool,
+	not_after pg_catalog.timestamptz,
+	offer_percent pg_catalog.float8,
+	max_offer_percent pg_catalog.float8,
+	in_stock pg_catalog.bool,
+	facts_pending pg_catalog.bool,
+	last_sent_on_channel pg_catalog.timestamptz,
+	frequency_cap pg_catalog.interval,
+	time_zone pg_catalog.text,
+	fallback_time_zone pg_catalog.text,
+	quiet_start pg_catalog.int4,
+	quiet_end pg_catalog.int4,
+	unknown_zone_margin pg_catalog.int4)
+RETURNS @extschema@.step_decision
+AS 'MODULE_PATHNAME', 'segments_decide_step'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@.decide_step IS
+'The stop rules for one due step: send, defer until a time, or skip with a reason (NULL arguments: not known or not applicable)';
+
+CREATE FUNCTION @extschema@.quiet_hours_end(at pg_catalog.timestamptz, time_zone pg_catalog.text,
+	quiet_start pg_catalog.int4, quiet_end pg_catalog.int4)
+RETURNS pg_catalog.timestamptz
+AS 'MODULE_PATHNAME', 'segments_quiet_hours_end'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@.quiet_hours_end IS
+'The first instant at or after "at" outside quiet hours [quiet_start, quiet_end) (minutes of the day) in that IANA zone; NULL for an unknown zone';
+
+-- Everything the stop rules read from settings, read once per call.
+CREATE FUNCTION @extschema@._stop_rule_settings(
+	OUT cap_email pg_catalog.interval, OUT cap_sms pg_catalog.interval,
+	OUT cap_telegram pg_catalog.interval, OUT cap_push pg_catalog.interval,
+	OUT quiet_start pg_catalog.int4, OUT quiet_end pg_catalog.int4,
+	OUT unknown_zone_margin pg_catalog.int4, OUT shop_time_zone pg_catalog.text,
+	OUT sunset_after pg_catalog.int4, OUT step_valid_for pg_catalog.interval)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s pg_catalog.jsonb;
+BEGIN
+	SELECT pg_catalog.jsonb_object_agg(v.name, v.value) INTO s FROM @extschema@.settings v;
+	cap_email := (s->>'frequency_cap_email')::pg_catalog.interval;
+	cap_sms := (s->>'frequency_cap_sms')::pg_catalog.interval;
+	cap_telegram := (s->>'frequency_cap_telegram')::pg_catalog.interval;
+	cap_push := (s->>'frequency_cap_push')::pg_catalog.interval;
+	quiet_start := (pg_catalog.date_part('epoch', (s->>'quiet_hours_start')::pg_catalog.time) / 60)::pg_catalog.int4;
+	quiet_end := (pg_catalog.date_part('epoch', (s->>'quiet_hours_end')::pg_catalog.time) / 60)::pg_catalog.int4;
+	unknown_zone_margin := (pg_catalog.date_part('epoch', (s->>'unknown_zone_margin')::pg_catalog.interval) / 60)::pg_catalog.int4;
+	shop_time_zone := s->>'shop_time_zone';
+	sunset_after := (s->>'sunset_after_ignored')::pg_catalog.int4;
+	step_valid_for := (s->>'step_valid_for')::pg_catalog.interval;
+END
+$$;
+
+-- Where the buyer's cart stands compared with the cart that enrolled them.
+CREATE FUNCTION @extschema@._cart_state(enrolled_cart pg_catalog.text, signal_at pg_catalog.timestamptz,
+	current_cart pg_catalog.text, cart_updated_at pg_catalog.timestamptz, last_order_at pg_catalog.timestamptz)
+RETURNS pg_catalog.text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE
+	WHEN enrolled_cart IS NULL THEN NULL
+	WHEN current_cart IS NOT DISTINCT FROM enrolled_cart THEN
+		CASE WHEN cart_updated_at > signal_at THEN 'changed' ELSE 'open' END
+	WHEN last_order_at > signal_at THEN 'converted'
+	ELSE 'gone' END;
+
+-- Holdout: a fixed share of buyers per campaign, the same on every machine.
+CREATE FUNCTION @extschema@.in_holdout(campaign_id pg_catalog.text, customer_id pg_catalog.text,
+	holdout_percent pg_catalog.numeric)
+RETURNS pg_catalog.bool
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN (('x' OPERATOR(pg_catalog.||) pg_catalog.substr(pg_catalog.md5(campaign_id OPERATOR(pg_catalog.||) ':'
+		OPERATOR(pg_catalog.||) customer_id), 1, 8))::pg_catalog.bit(32)::pg_catalog.int8
+		OPERATOR(pg_catalog.&) 2147483647) % 10000 < holdout_percent * 100;
+
+COMMENT ON FUNCTION @extschema@.in_holdout IS
+'Whether a buyer is in a campaign''s holdout: a hash of campaign and customer, so the same buyer is always in or out';
+
+--------------------------------------------------------------------------------
+-- Managing campaigns
+--------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@._check_segments(segment_ids pg_catalog.text[], what pg_catalog.text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	missing pg_catalog.text;
+BEGIN
+	SELECT pg_catalog.string_agg(pg_catalog.quote_literal(x), ', ') INTO missing
+	  FROM pg_catalog.unnest(segment_ids) x
+	 WHERE x IS NULL OR NOT EXISTS (SELECT FROM @extschema@.segment_catalog c WHERE c.segment_id = x);
+	IF missing IS NOT NULL THEN
+		RAISE EXCEPTION '% names unknown segments: %', what, missing
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'SELECT segment_id FROM segments.segment_catalog lists them.';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION @extschema@.create_campaign(campaign_id pg_catalog.text, signal pg_catalog.text,
+	title pg_catalog.text DEFAULT NULL,
+	signal_segment pg_catalog.text DEFAULT NULL,
+	audience_segments pg_catalog.text[] DEFAULT '{}',
+	audience_mode pg_catalog.text DEFAULT 'any',
+	exclude_segments pg_catalog.text[] DEFAULT '{}',
+	reentry_days pg_catalog.int4 DEFAULT 30,
+	holdout_percent pg_catalog.numeric DEFAULT 10,
+	max_offer_percent pg_catalog.numeric DEFAULT NULL,
+	broadcast_at pg_catalog.timestamptz DEFAULT NULL,
+	starts_at pg_catalog.timestamptz DEFAULT NULL,
+	expires_at pg_catalog.timestamptz DEFAULT NULL,
+	priority pg_catalog.int4 DEFAULT 100,
+	min_margin_percent pg_catalog.numeric DEFAULT NULL)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF campaign_id IS NULL OR campaign_id !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid campaign id "%"', campaign_id
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use up to 63 lower-case letters, digits and underscores, starting with a letter.';
+	END IF;
+	IF signal IS NULL OR signal NOT IN ('segment_entered', 'cart_abandoned', 'checkout_abandoned', 'order_completed',
+			'went_quiet', 'product_restocked', 'wallet_credit', 'referral_shared', 'broadcast') THEN
+		RAISE EXCEPTION 'unknown campaign signal "%"', signal
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Signals are segment_entered, cart_abandoned, checkout_abandoned, order_completed, went_quiet, product_restocked, wallet_credit, referral_shared and broadcast.';
+	END IF;
+	IF (signal IN ('segment_entered', 'went_quiet')) <> (signal_segment IS NOT NULL) THEN
+		RAISE EXCEPTION 'signal % %', signal,
+			CASE WHEN signal_segment IS NULL THEN 'needs signal_segment' ELSE 'takes no signal_segment' END
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF (signal = 'broadcast') <> (broadcast_at IS NOT NULL) THEN
+		RAISE EXCEPTION 'signal % %', signal,
+			CASE WHEN broadcast_at IS NULL THEN 'needs broadcast_at' ELSE 'takes no broadcast_at' END
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF holdout_percent IS NULL OR holdout_percent < 0 OR holdout_percent > 100
+	   OR max_offer_percent < 0 OR max_offer_percent > 100 OR min_margin_percent < 0 OR min_margin_percent > 100 THEN
+		RAISE EXCEPTION 'holdout_percent, max_offer_percent and min_margin_percent must be between 0 and 100'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF reentry_days IS NULL OR reentry_days < 0 THEN
+		RAISE EXCEPTION 'reentry_days must be 0 or more' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM @extschema@._check_segments(pg_catalog.array_remove(ARRAY[signal_segment], NULL)
+		OPERATOR(pg_catalog.||) COALESCE(audience_segments, '{}') OPERATOR(pg_catalog.||) COALESCE(exclude_segments, '{}'),
+		'campaign ' OPERATOR(pg_catalog.||) pg_catalog.quote_literal(campaign_id));
+	INSERT INTO @extschema@.campaign (campaign_id, title, signal, signal_segment, audience_segments, audience_mode,
+		exclude_segments, reentry_days, holdout_percent, max_offer_percent, min_margin_percent, broadcast_at,
+		starts_at, expires_at, priority)
+	VALUES (campaign_id, COALESCE(title, campaign_id), signal, signal_segment, COALESCE(audience_segments, '{}'),
+		audience_mode, COALESCE(exclude_segments, '{}'), reentry_days, holdout_percent, max_offer_percent,
+		min_margin_percent, broadcast_at, starts_at, expires_at, priority);
+	RETURN campaign_id;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.create_campaign IS
+'Creates a campaign in status draft; add steps with add_campaign_step() and switch it on with set_campaign_status()';
+
+CREATE FUNCTION @extschema@.add_campaign_step(campaign_id pg_catalog.text, delay pg_catalog.interval,
+	channel pg_catalog.text, message_key pg_catalog.text, link pg_catalog.text DEFAULT 'shop',
+	offer_percent pg_catalog.numeric DEFAULT NULL, valid_for pg_catalog.interval DEFAULT NULL)
+RETURNS pg_catalog.int4
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	next_no pg_catalog.int4;
+	last_delay pg_catalog.interval;
+BEGIN
+	PERFORM FROM @extschema@.campaign c WHERE c.campaign_id = add_campaign_step.campaign_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'campaign "%" does not exist', campaign_id USING ERRCODE = 'undefined_object';
+	END IF;
+	SELECT COALESCE(pg_catalog.max(s.step_no), 0) + 1, pg_catalog.max(s.delay) INTO next_no, last_delay
+	  FROM @extschema@.campaign_step s WHERE s.campaign_id = add_campaign_step.campaign_id;
+	IF delay < last_delay THEN
+		RAISE EXCEPTION 'step % would come before step % (delay % < %)', next_no, next_no - 1, delay, last_delay
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Steps are added in the order they are sent; delays count from the signal.';
+	END IF;
+	INSERT INTO @extschema@.campaign_step (campaign_id, step_no, delay, channel, message_key, link, offer_percent, valid_for)
+	VALUES (campaign_id, next_no, delay, @extschema@._check_channel(channel), message_key, link, offer_percent, valid_for);
+	RETURN next_no;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.add_campaign_step IS
+'Appends a step: delay after the signal, channel, message key, destination link (cart, product, wallet, referral, shop, none), optional offer';
+
+CREATE FUNCTION @extschema@.set_campaign_status(campaign_id pg_catalog.text, status pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	c @extschema@.campaign;
+	bad pg_catalog.text;
+BEGIN
+	-- the row lock orders us after a running tick, which holds the row FOR SHARE
+	SELECT * INTO c FROM @extschema@.campaign x WHERE x.campaign_id = set_campaign_status.campaign_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'campaign "%" does not exist', campaign_id USING ERRCODE = 'undefined_object';
+	END IF;
+	IF status IS NULL OR status NOT IN ('draft', 'active', 'paused', 'archived') THEN
+		RAISE EXCEPTION 'unknown campaign status "%"', status
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Use draft, active, paused or archived.';
+	END IF;
+	IF c.status = 'archived' AND status <> 'archived' THEN
+		RAISE EXCEPTION 'campaign "%" is archived', campaign_id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Archived campaigns keep their history; copy it into a new campaign instead.';
+	END IF;
+	IF status = 'active' THEN
+		IF NOT EXISTS (SELECT FROM @extschema@.campaign_step s WHERE s.campaign_id = c.campaign_id) THEN
+			RAISE EXCEPTION 'campaign "%" has no steps', campaign_id
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Add one with segments.add_campaign_step().';
+		END IF;
+		PERFORM @extschema@._check_segments(pg_catalog.array_remove(ARRAY[c.signal_segment], NULL) OPERATOR(pg_catalog.||)
+			c.audience_segments OPERATOR(pg_catalog.||) c.exclude_segments,
+			'campaign ' OPERATOR(pg_catalog.||) pg_catalog.quote_literal(c.campaign_id));
+		SELECT pg_catalog.string_agg(s.step_no::pg_catalog.text, ', ') INTO bad
+		  FROM @extschema@.campaign_step s
+		 WHERE s.campaign_id = c.campaign_id AND s.offer_percent IS NOT NULL
+		   AND (c.max_offer_percent IS NULL OR s.offer_percent > c.max_offer_percent);
+		IF bad IS NOT NULL THEN
+			RAISE WARNING 'steps % of campaign "%" offer more than its margin guardrail allows; they will be skipped',
+				bad, c.campaign_id;
+		END IF;
+	END IF;
+	UPDATE @extschema@.campaign x
+	   SET status = set_campaign_status.status,
+		   activated_at = CASE WHEN set_campaign_status.status = 'active' AND x.activated_at IS NULL
+							   THEN pg_catalog.now() ELSE x.activated_at END
+	 WHERE x.campaign_id = c.campaign_id;
+	IF status IN ('paused', 'archived') THEN
+		-- queued but not yet handed out: nobody gets them now
+		UPDATE @extschema@.outbox o SET state = 'cancelled', last_error = 'campaign_' OPERATOR(pg_catalog.||) status
+		 WHERE o.campaign_id = c.campaign_id AND o.state = 'ready';
+	END IF;
+	IF status = 'archived' THEN
+		UPDATE @extschema@.enrollment e
+		   SET state = 'stopped', stop_reason = 'campaign_archived', next_due_at = NULL, next_step_no = NULL
+		 WHERE e.campaign_id = c.campaign_id AND e.state = 'active';
+	END IF;
+	RETURN status;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.set_campaign_status IS
+'draft, active (checks steps, segments, guardrail), paused (queued messages are cancelled; enrollments wait) or archived (everything stops)';
+
+CREATE FUNCTION @extschema@.campaign_from_template(template_id pg_catalog.text,
+	campaign_id pg_catalog.text DEFAULT NULL, channel pg_catalog.text DEFAULT NULL,
+	activate pg_catalog.bool DEFAULT false, broadcast_at pg_catalog.timestamptz DEFAULT NULL)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t @extschema@.campaign_template;
+	new_id pg_catalog.text;
+	ch pg_catalog.text;
+BEGIN
+	SELECT * INTO t FROM @extschema@.campaign_template x WHERE x.template_id = campaign_from_template.template_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown campaign template "%"', template_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'SELECT template_id FROM segments.campaign_templates lists them.';
+	END IF;
+	new_id := COALESCE(campaign_id, t.template_id);
+	ch := @extschema@._check_channel(COALESCE(channel, t.default_channel));
+	IF t.signal = 'broadcast' AND broadcast_at IS NULL THEN
+		RAISE EXCEPTION 'template "%" is a broadcast: give broadcast_at', template_id
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM @extschema@.create_campaign(new_id, t.signal, t.title, t.signal_segment, t.audience_segments, 'any',
+		t.exclude_segments, t.reentry_days, t.holdout_percent, t.max_offer_percent,
+		CASE WHEN t.signal = 'broadcast' THEN broadcast_at END);
+	UPDATE @extschema@.campaign c SET template_id = t.template_id WHERE c.campaign_id = new_id;
+	INSERT INTO @extschema@.campaign_step (campaign_id, step_no, delay, channel, message_key, link, offer_percent, valid_for)
+	SELECT new_id, s.step_no,
+		   CASE WHEN ch IN ('sms', 'telegram', 'push') THEN COALESCE(s.chat_delay, s.delay) ELSE s.delay END,
+		   ch, s.message_key, s.link, s.offer_percent, s.valid_for
+	  FROM @extschema@.campaign_template_step s WHERE s.template_id = t.template_id;
+	IF activate THEN
+		PERFORM @extschema@.set_campaign_status(new_id, 'active');
+	END IF;
+	RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.campaign_from_template IS
+'Copies a ready-made campaign (see campaign_templates) for one channel; it stays a draft unless activate => true';
+
+-- Restock alerts
+CREATE FUNCTION @extschema@.track_stock(product_id pg_catalog.text, in_stock pg_catalog.bool,
+	at pg_catalog.timestamptz DEFAULT pg_catalog.now())
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._require(product_id, 'product_id'), @extschema@._require(in_stock, 'in_stock'),
+			@extschema@._check_time(at, 'at');
+	INSERT INTO @extschema@.stock_events (product_id, in_stock, occurred_at) VALUES (product_id, in_stock, at);
+	INSERT INTO @extschema@.product_stock AS p (product_id, in_stock, changed_at) VALUES (product_id, in_stock, at)
+		ON CONFLICT ON CONSTRAINT product_stock_pkey DO UPDATE SET in_stock = excluded.in_stock, changed_at = excluded.changed_at
+		WHERE p.changed_at <= excluded.changed_at;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.track_stock IS 'Records that a product went out of stock (false) or is back (true)';
+
+CREATE FUNCTION @extschema@.track_restock_request(customer_id pg_catalog.text, product_id pg_catalog.text,
+	at pg_catalog.timestamptz DEFAULT pg_catalog.now())
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._require(customer_id, 'customer_id'), @extschema@._require(product_id, 'product_id'),
+			@extschema@._check_time(at, 'at');
+	INSERT INTO @extschema@.restock_requests (customer_id, product_id, requested_at) VALUES (customer_id, product_id, at)
+		ON CONFLICT ON CONSTRAINT restock_requests_pkey DO UPDATE SET requested_at = excluded.requested_at;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.track_restock_request IS 'Records that a buyer wants to hear when a product is back in stock';
+
+--------------------------------------------------------------------------------
+-- Enrollment: signals since the watermark -> one enrollment per buyer and
+-- signal.  Each signal reads an indexed time range, so the cost follows the
+-- number of signals, not the number of buyers.
+--------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@._signal_sql(signal pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+-- $1 as_of, $2 from (exclusive), $3 first step's delay, $4 signal segment,
+-- $5 broadcast_at, $6 campaign id; rows: customer_id, signal_key, signal_at,
+-- cart_id, product_id
+RETURN CASE signal
+	WHEN 'cart_abandoned' THEN
+		$q$SELECT f.customer_id, 'cart:' || f.cart_id || '@' || extract(epoch FROM f.cart_updated_at)::text,
+				  f.cart_updated_at, f.cart_id, NULL::text
+			 FROM @extschema@.customer_facts f
+			WHERE f.cart_id IS NOT NULL AND f.cart_stage IS DISTINCT FROM 'checkout'
+			  AND f.cart_updated_at > $2 - $3 AND f.cart_updated_at <= $1 - $3$q$
+	WHEN 'checkout_abandoned' THEN
+		$q$SELECT f.customer_id, 'checkout:' || f.cart_id || '@' || extract(epoch FROM f.cart_updated_at)::text,
+				  f.cart_updated_at, f.cart_id, NULL::text
+			 FROM @extschema@.customer_facts f
+			WHERE f.cart_id IS NOT NULL AND f.cart_stage = 'checkout'
+			  AND f.cart_updated_at > $2 - $3 AND f.cart_updated_at <= $1 - $3$q$
+	WHEN 'order_completed' THEN
+		$q$SELECT f.customer_id, 'order@' || extract(epoch FROM f.last_order_at)::text, f.last_order_at, NULL::text, NULL::text
+			 FROM @extschema@.customer_facts f
+			WHERE f.orders > 0 AND f.last_order_at > $2 AND f.last_order_at <= $1$q$
+	WHEN 'segment_entered' THEN
+		$q$SELECT h.customer_id, 'segment:' || h.segment_id || '@' || extract(epoch FROM h.at)::text, h.at, NULL::text, NULL::text
+			 FROM @extschema@.segment_history h
+			WHERE h.segment_id = $4 AND h.change = 'enter' AND h.at > $2 AND h.at <= $1
+			  AND EXISTS (SELECT FROM @extschema@.segment_membership m
+						   WHERE m.segment_id = h.segment_id AND m.customer_id = h.customer_id)$q$
+	WHEN 'went_quiet' THEN
+		$q$SELECT h.customer_id, 'quiet:' || h.segment_id || '@' || extract(epoch FROM h.at)::text, h.at, NULL::text, NULL::text
+			 FROM @extschema@.segment_history h
+			WHERE h.segment_id = $4 AND h.change = 'enter' AND h.at > $2 AND h.at <= $1
+			  AND EXISTS (SELECT FROM @extschema@.segment_membership m
+						   WHERE m.segment_id = h.segment_id AND m.customer_id = h.customer_id)$q$
+	WHEN 'broadcast' THEN
+		$q$SELECT f.customer_id, 'broadcast', $5, NULL::text, NULL::text
+			 FROM @extschema@.customer_facts f
+			WHERE $5 <= $1
+			  AND NOT EXISTS (SELECT FROM @extschema@.enrollment x WHERE x.campaign_id = $6 AND x.signal_key = 'broadcast')$q$
+	WHEN 'product_restocked' THEN
+		$q$SELECT r.customer_id, 'restock:' || se.product_id || '@' || extract(epoch FROM se.occurred_at)::text,
+				  se.occurred_at, NULL::text, se.product_id
+			 FROM @extschema@.stock_events se
+			 JOIN @extschema@.restock_requests r ON r.product_id = se.product_id AND r.requested_at <= se.occurred_at
+			WHERE se.in_stock AND se.occurred_at > $2 AND se.occurred_at <= $1$q$
+	WHEN 'wallet_credit' THEN
+		$q$SELECT w.customer_id, 'wallet:' || w.event_id, w.occurred_at, NULL::text, NULL::text
+			 FROM @extschema@.wallet_events w
+			WHERE w.amount > 0 AND w.occurred_at > $2 AND w.occurred_at <= $1$q$
+	WHEN 'referral_shared' THEN
+		$q$SELECT r.referrer_id, 'referral:' || r.event_id, r.occurred_at, NULL::text, NULL::text
+			 FROM @extschema@.referral_events r
+			WHERE r.occurred_at > $2 AND r.occurred_at <= $1$q$
+	END;
+
+CREATE FUNCTION @extschema@._enroll(as_of pg_catalog.timestamptz, since pg_catalog.timestamptz)
+RETURNS pg_catalog.int4
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	c record;
+	from_t pg_catalog.timestamptz;
+	first_no pg_catalog.int4;
+	first_delay pg_catalog.interval;
+	n pg_catalog.int4;
+	total pg_catalog.int4 := 0;
+BEGIN
+	-- FOR SHARE: set_campaign_status() waits for us, and we see its result
+	FOR c IN SELECT * FROM @extschema@.campaign x
+			  WHERE x.status = 'active' AND (x.starts_at IS NULL OR x.starts_at <= as_of)
+				AND (x.expires_at IS NULL OR x.expires_at > as_of)
+			  ORDER BY x.priority, x.campaign_id
+			  FOR SHARE
+	LOOP
+		SELECT s.step_no, s.delay INTO first_no, first_delay
+		  FROM @extschema@.campaign_step s WHERE s.campaign_id = c.campaign_id ORDER BY s.step_no LIMIT 1;
+		CONTINUE WHEN first_no IS NULL;
+		-- signals before the campaign was switched on never enroll anyone
+		from_t := COALESCE(GREATEST(since, c.activated_at, c.starts_at), as_of);
+		EXECUTE format($q$
+			INSERT INTO @extschema@.enrollment AS e (campaign_id, customer_id, signal_key, signal_at, enrolled_at,
+				holdout, cart_id, product_id, next_step_no, next_due_at)
+			SELECT DISTINCT ON (s.customer_id) $6, s.customer_id, s.signal_key, s.signal_at, $1,
+				   @extschema@.in_holdout($6, s.customer_id, $7), s.cart_id, s.product_id, $8, s.signal_at + $3
+			  FROM (%s) AS s (customer_id, signal_key, signal_at, cart_id, product_id)
+			 WHERE (cardinality($9) = 0
+					OR CASE WHEN $10 = 'primary'
+							THEN EXISTS (SELECT FROM @extschema@.customer_primary_segment p
+										  WHERE p.customer_id = s.customer_id AND p.segment_id = ANY ($9))
+							ELSE EXISTS (SELECT FROM @extschema@.segment_membership m
+										  WHERE m.customer_id = s.customer_id AND m.segment_id = ANY ($9)) END)
+			   AND NOT EXISTS (SELECT FROM @extschema@.segment_membership m
+								WHERE m.customer_id = s.customer_id AND m.segment_id = ANY ($11))
+			   AND NOT EXISTS (SELECT FROM @extschema@.enrollment x
+								WHERE x.campaign_id = $6 AND x.customer_id = s.customer_id
+								  AND (x.state = 'active' OR x.enrolled_at > $1 - make_interval(days => $12)))
+			 ORDER BY s.customer_id, s.signal_at DESC
+			ON CONFLICT (campaign_id, customer_id, signal_key) DO NOTHING$q$,
+			@extschema@._signal_sql(c.signal))
+		USING as_of, from_t, first_delay, c.signal_segment, c.broadcast_at, c.campaign_id, c.holdout_percent,
+			  first_no, c.audience_segments, c.audience_mode, c.exclude_segments, c.reentry_days;
+		GET DIAGNOSTICS n = ROW_COUNT;
+		total := total + n;
+	END LOOP;
+	RETURN total;
+END
+$$;
+
+--------------------------------------------------------------------------------
+-- Due steps: decide each one (C), queue the sends, move the enrollment on.
+--------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@._frequency_cap(channel pg_catalog.text, cap_email pg_catalog.interval,
+	cap_sms pg_catalog.interval, cap_telegram pg_catalog.interval, cap_push pg_catalog.interval)
+RETURNS pg_catalog.interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE channel WHEN 'email' THEN cap_email WHEN 'sms' THEN cap_sms
+	WHEN 'telegram' THEN cap_telegram WHEN 'push' THEN cap_push END;
+
+CREATE FUNCTION @extschema@._destination(link pg_catalog.text, customer_id pg_catalog.text,
+	enrolled_cart pg_catalog.text, current_cart pg_catalog.text, cart_link pg_catalog.text,
+	product_id pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN NULLIF(CASE link
+	WHEN 'cart' THEN CASE WHEN current_cart = enrolled_cart THEN cart_link END
+	WHEN 'product' THEN replace(@extschema@.setting_value('product_link_template'), '{product_id}', product_id)
+	WHEN 'wallet' THEN @extschema@.setting_value('wallet_link')
+	WHEN 'referral' THEN replace(@extschema@.setting_value('referral_link_template'), '{customer_id}', customer_id)
+	WHEN 'shop' THEN @extschema@.setting_value('shop_link')
+	END, '');
+
+CREATE FUNCTION @extschema@._advance_due(as_of pg_catalog.timestamptz,
+	OUT due pg_catalog.int4, OUT queued pg_catalog.int4, OUT deferred pg_catalog.int4,
+	OUT skipped pg_catalog.int4, OUT channels pg_catalog.text[])
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	st record;
+	r record;
+	d @extschema@.step_decision;
+	cap pg_catalog.interval;
+	max_offer pg_catalog.float8;
+	cart pg_catalog.text;
+	last_sent pg_catalog.timestamptz;
+	got pg_catalog.bool;
+	msg pg_catalog.int8;
+	next_no pg_catalog.int4;
+	next_delay pg_catalog.interval;
+	pass pg_catalog.int4 := 0;
+	seen pg_catalog.int4;
+BEGIN
+	SELECT * INTO st FROM @extschema@._stop_rule_settings();
+	due := 0; queued := 0; deferred := 0; skipped := 0; channels := '{}';
+	-- a step made due by the previous one (catching up after downtime) is
+	-- decided in the next pass; a handful of passes covers any campaign
+	LOOP
+		pass := pass + 1;
+		seen := 0;
+		FOR r IN
+			SELECT e.enrollment_id, e.campaign_id, e.customer_id, e.next_step_no AS step_no, e.signal_at,
+				   e.holdout, e.cart_id, e.product_id,
+				   c.status, c.expires_at, c.max_offer_percent, c.min_margin_percent,
+				   s.channel::pg_catalog.text AS channel, s.message_key, s.link, s.offer_percent,
+				   e.signal_at + s.delay + COALESCE(s.valid_for, st.step_valid_for) AS not_after,
+				   f.last_order_at, f.cart_id AS current_cart, f.cart_updated_at, f.cart_value, f.cart_link,
+				   f.last_bounced_at, f.last_complained_at, f.consecutive_ignored, f.time_zone,
+				   f.margin, f.net_revenue, f.wallet_balance,
+				   cn.granted AS consent, cl.last_queued_at, ps.in_stock,
+				   EXISTS (SELECT FROM @extschema@.outbox o
+							WHERE o.enrollment_id = e.enrollment_id AND o.step_no = e.next_step_no) AS already_sent
+			  FROM @extschema@.enrollment e
+			  JOIN @extschema@.campaign c ON c.campaign_id = e.campaign_id
+			  JOIN @extschema@.campaign_step s ON s.campaign_id = e.campaign_id AND s.step_no = e.next_step_no
+			  LEFT JOIN @extschema@.customer_facts f ON f.customer_id = e.customer_id
+			  LEFT JOIN @extschema@.contact_log cl ON cl.customer_id = e.customer_id AND cl.channel = s.channel
+			  LEFT JOIN @extschema@.product_stock ps ON ps.product_id = e.product_id AND s.link = 'product'
+			  LEFT JOIN LATERAL (SELECT ce.granted FROM @extschema@.consent_events ce
+								  WHERE ce.customer_id = e.customer_id AND ce.channel = s.channel
+									AND ce.occurred_at <= as_of
+								  ORDER BY ce.occurred_at DESC, ce.event_id DESC LIMIT 1) cn ON true
+			 WHERE e.state = 'active' AND e.next_due_at <= as_of AND c.status <> 'paused'
+			 ORDER BY c.priority, e.next_due_at, e.enrollment_id
+			 FOR UPDATE OF e
+		LOOP
+			seen := seen + 1;
+			due := due + 1;
+			cap := @extschema@._frequency_cap(r.channel, st.cap_email, st.cap_sms, st.cap_telegram, st.cap_push);
+			max_offer := CASE WHEN r.min_margin_percent IS NOT NULL AND r.margin IS NOT NULL AND r.net_revenue > 0
+							  THEN LEAST(r.max_offer_percent, r.margin / r.net_revenue * 100 - r.min_margin_percent)
+							  ELSE r.max_offer_percent END;
+			cart := @extschema@._cart_state(r.cart_id, r.signal_at, r.current_cart, r.cart_updated_at, r.last_order_at);
+			last_sent := r.last_queued_at;
+			d := @extschema@.decide_step(as_of, r.status, r.expires_at, r.holdout, r.signal_at, r.last_order_at, cart,
+				COALESCE(r.consent, false), r.last_bounced_at, r.last_complained_at, r.consecutive_ignored,
+				st.sunset_after, r.already_sent, r.not_after, r.offer_percent, max_offer, r.in_stock, false,
+				last_sent, cap, r.time_zone, st.shop_time_zone, st.quiet_start, st.quiet_end, st.unknown_zone_margin);
+			IF d.decision = 'send' THEN
+				-- take the buyer's cap slot for this channel; the row lock makes a
+				-- concurrent campaign wait and then see our slot (no write skew)
+				got := NULL;
+				INSERT INTO @extschema@.contact_log AS x (customer_id, channel, last_queued_at)
+				VALUES (r.customer_id, r.channel, as_of)
+				ON CONFLICT (customer_id, channel) DO UPDATE SET last_queued_at = excluded.last_queued_at
+				 WHERE x.last_queued_at + cap <= excluded.last_queued_at
+				RETURNING true INTO got;
+				IF got IS NULL THEN
+					SELECT x.last_queued_at INTO last_sent FROM @extschema@.contact_log x
+					 WHERE x.customer_id = r.customer_id AND x.channel = r.channel;
+					d := @extschema@.decide_step(as_of, r.status, r.expires_at, r.holdout, r.signal_at, r.last_order_at,
+						cart, COALESCE(r.consent, false), r.last_bounced_at, r.last_complained_at,
+						r.consecutive_ignored, st.sunset_after, r.already_sent, r.not_after, r.offer_percent, max_offer,
+						r.in_stock, false, last_sent, cap, r.time_zone, st.shop_time_zone, st.quiet_start,
+						st.quiet_end, st.unknown_zone_margin);
+					IF d.decision = 'send' THEN	-- the slot's holder is in our future
+						d := ROW('defer', 'frequency_cap', last_sent + cap, false)::@extschema@.step_decision;
+					END IF;
+				END IF;
+			END IF;
+			msg := NULL;
+			IF d.decision = 'send' THEN
+				INSERT INTO @extschema@.outbox (idempotency_key, enrollment_id, campaign_id, step_no, customer_id, channel,
+					message_key, variables, not_before, not_after, created_at)
+				VALUES (format('%s:%s:%s:%s', r.campaign_id, r.step_no, r.customer_id, r.enrollment_id),
+					r.enrollment_id, r.campaign_id, r.step_no, r.customer_id, r.channel, r.message_key,
+					jsonb_strip_nulls(jsonb_build_object(
+						'campaign_id', r.campaign_id, 'step_no', r.step_no,
+						'link', @extschema@._destination(r.link, r.customer_id, r.cart_id, r.current_cart, r.cart_link, r.product_id),
+						'cart_id', r.cart_id,
+						'cart_value', CASE WHEN r.cart_id IS NOT NULL THEN r.cart_value END,
+						'offer_percent', r.offer_percent, 'product_id', r.product_id,
+						'wallet_balance', CASE WHEN r.link = 'wallet' THEN r.wallet_balance END)),
+					as_of, r.not_after, as_of)
+				ON CONFLICT (idempotency_key) DO NOTHING
+				RETURNING message_id INTO msg;
+				IF msg IS NOT NULL THEN
+					queued := queued + 1;
+					IF NOT r.channel = ANY (channels) THEN
+						channels := channels || r.channel;
+					END IF;
+				END IF;
+			ELSIF d.decision = 'defer' THEN
+				deferred := deferred + 1;
+			ELSE
+				skipped := skipped + 1;
+			END IF;
+			INSERT INTO @extschema@.decision_log (enrollment_id, campaign_id, step_no, customer_id, channel, decided_at,
+				stage, decision, reason, defer_until, message_id, facts)
+			VALUES (r.enrollment_id, r.campaign_id, r.step_no, r.customer_id, r.channel, as_of, 'tick',
+				d.decision, d.reason, d.defer_until, msg,
+				jsonb_strip_nulls(jsonb_build_object(
+					'signal_at', r.signal_at, 'last_order_at', r.last_order_at, 'cart_state', cart,
+					'consent', COALESCE(r.consent, false), 'time_zone', r.time_zone,
+					'last_sent_on_channel', last_sent, 'frequency_cap', cap,
+					'consecutive_ignored', r.consecutive_ignored, 'not_after', r.not_after,
+					'offer_percent', r.offer_percent, 'max_offer_percent', max_offer, 'in_stock', r.in_stock,
+					'holdout', r.holdout, 'campaign_status', r.status)));
+			IF d.decision = 'defer' THEN
+				UPDATE @extschema@.enrollment e SET next_due_at = d.defer_until WHERE e.enrollment_id = r.enrollment_id;
+			ELSIF d.stops_enrollment THEN
+				UPDATE @extschema@.enrollment e
+				   SET state = 'stopped', stop_reason = d.reason, next_due_at = NULL, next_step_no = NULL
+				 WHERE e.enrollment_id = r.enrollment_id;
+			ELSE
+				next_no := NULL;
+				SELECT s.step_no, s.delay INTO next_no, next_delay
+				  FROM @extschema@.campaign_step s
+				 WHERE s.campaign_id = r.campaign_id AND s.step_no > r.step_no ORDER BY s.step_no LIMIT 1;
+				IF next_no IS NULL THEN
+					UPDATE @extschema@.enrollment e SET state = 'completed', next_due_at = NULL, next_step_no = NULL
+					 WHERE e.enrollment_id = r.enrollment_id;
+				ELSE
+					UPDATE @extschema@.enrollment e SET next_step_no = next_no, next_due_at = r.signal_at + next_delay
+					 WHERE e.enrollment_id = r.enrollment_id;
+				END IF;
+			END IF;
+		END LOOP;
+		EXIT WHEN seen = 0 OR pass >= 10;
+	END LOOP;
+END
+$$;
+
+--------------------------------------------------------------------------------
+-- The tick: refresh facts -> evaluate segments -> enroll -> decide due steps
+-- -> outbox -> NOTIFY.  Catches up from its own watermark, because pg_cron
+-- never re-runs ticks missed while the server was down.
+--------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@._tick_begin(as_of pg_catalog.timestamptz)
+RETURNS pg_catalog.int8
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	rid pg_catalog.int8;
+BEGIN
+	-- we hold the tick lock, so a run still marked running died with its backend
+	UPDATE @extschema@.tick_runs r
+	   SET status = 'failed', finished_at = clock_timestamp(),
+		   error = 'interrupted: the server stopped or the backend was killed before the tick finished; its work was rolled back'
+	 WHERE r.status = 'running';
+	DELETE FROM @extschema@.tick_runs r
+	 WHERE r.started_at < clock_timestamp() - @extschema@.setting_value('tick_run_retention')::interval;
+	INSERT INTO @extschema@.tick_runs (as_of, watermark_from, started_at, status, backend_pid)
+	SELECT as_of, t.watermark, clock_timestamp(), 'running', pg_backend_pid() FROM @extschema@.tick_state t
+	RETURNING run_id INTO rid;
+	RETURN rid;
+END
+$$;
+
+CREATE FUNCTION @extschema@._tick_work(run_id pg_catalog.int8, as_of pg_catalog.timestamptz,
+	OUT run_status pg_catalog.text, OUT run_enrolled pg_catalog.int4, OUT run_steps_due pg_catalog.int4,
+	OUT run_queued pg_catalog.int4, OUT run_deferred pg_catalog.int4, OUT run_skipped pg_catalog.int4,
+	OUT run_error pg_catalog.text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	since pg_catalog.timestamptz;
+	fr record;
+	ev record;
+	adv record;
+	ch pg_catalog.text;
+	code pg_catalog.text;
+BEGIN
+	BEGIN
+		SELECT t.watermark INTO since FROM @extschema@.tick_state t FOR UPDATE;
+		SELECT * INTO fr FROM @extschema@.refresh_facts(as_of);
+		SELECT * INTO ev FROM @extschema@.evaluate_segments(as_of);
+		run_enrolled := @extschema@._enroll(as_of, since);
+		SELECT * INTO adv FROM @extschema@._advance_due(as_of);
+		run_steps_due := adv.due; run_queued := adv.queued;
+		run_deferred := adv.deferred; run_skipped := adv.skipped;
+		-- wake the senders of every channel with something to claim
+		FOR ch IN SELECT x FROM unnest(ARRAY['email', 'sms', 'telegram', 'push']) x
+				   WHERE x = ANY (adv.channels)
+					  OR EXISTS (SELECT FROM @extschema@.outbox o
+								  WHERE o.channel = x AND o.state = 'ready' AND o.not_before <= as_of)
+		LOOP
+			PERFORM pg_notify('segments_outbox', ch);
+		END LOOP;
+		UPDATE @extschema@.tick_state t
+		   SET watermark = GREATEST(t.watermark, as_of), last_run_id = _tick_work.run_id;
+		UPDATE @extschema@.tick_runs r
+		   SET status = 'succeeded', finished_at = clock_timestamp(),
+			   customers_refreshed = fr.customers_changed, segment_enters = ev.entered, segment_exits = ev.exited,
+			   enrolled = run_enrolled, steps_due = run_steps_due, queued = run_queued,
+			   deferred = run_deferred, skipped = run_skipped
+		 WHERE r.run_id = _tick_work.run_id;
+		run_status := 'succeeded';
+	EXCEPTION WHEN OTHERS THEN
+		GET STACKED DIAGNOSTICS run_error = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+		run_error := code || ': ' || run_error;
+		run_status := 'failed';
+		run_enrolled := NULL; run_steps_due := NULL; run_queued := NULL;
+		run_deferred := NULL; run_skipped := NULL;
+		UPDATE @extschema@.tick_runs r
+		   SET status = 'failed', finished_at = clock_timestamp(), error = run_error
+		 WHERE r.run_id = _tick_work.run_id;
+		RAISE WARNING 'segments tick % failed: %', run_id, run_error;
+	END;
+END
+$$;
+
+CREATE FUNCTION @extschema@.tick(as_of pg_catalog.timestamptz DEFAULT pg_catalog.now(),
+	OUT run_id pg_catalog.int8, OUT status pg_catalog.text, OUT enrolled pg_catalog.int4,
+	OUT steps_due pg_catalog.int4, OUT queued pg_catalog.int4, OUT deferred pg_catalog.int4,
+	OUT skipped pg_catalog.int4, OUT error pg_catalog.text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF as_of IS NULL THEN
+		RAISE EXCEPTION 'as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT pg_try_advisory_xact_lock(hashtext('segments.tick')) THEN
+		status := 'skipped';
+		error := 'another tick is running';
+		RAISE NOTICE 'segments: another tick is running; this one did nothing';
+		RETURN;
+	END IF;
+	run_id := @extschema@._tick_begin(as_of);
+	SELECT w.run_status, w.run_enrolled, w.run_steps_due, w.run_queued, w.run_deferred, w.run_skipped, w.run_error
+	  INTO status, enrolled, steps_due, queued, deferred, skipped, error
+	  FROM @extschema@._tick_work(run_id, as_of) w;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.tick(pg_catalog.timestamptz) IS
+'One tick in the caller''s transaction: refresh facts, evaluate segments, enroll, decide due steps, queue messages; a concurrent second tick returns status skipped';
+
+CREATE FUNCTION @extschema@._tick_session_begin(as_of pg_catalog.timestamptz)
+RETURNS pg_catalog.int8
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- a session lock: run_tick() commits between its stages
+	IF NOT pg_try_advisory_lock(hashtext('segments.tick')) THEN
+		RAISE NOTICE 'segments: another tick is running; this one did nothing';
+		RETURN NULL;
+	END IF;
+	RETURN @extschema@._tick_begin(as_of);
+END
+$$;
+
+CREATE FUNCTION @extschema@._tick_session_end()
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+RETURN (SELECT NULL::void FROM (SELECT pg_advisory_unlock(hashtext('segments.tick'))) x);
+
+-- No SET clause here: a procedure with one cannot COMMIT.  Every name in the
+-- body is schema-qualified instead.
+CREATE PROCEDURE @extschema@.run_tick(as_of pg_catalog.timestamptz DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	rid pg_catalog.int8;
+	t pg_catalog.timestamptz := COALESCE(as_of, pg_catalog.now());
+BEGIN
+	rid := @extschema@._tick_session_begin(t);
+	IF rid IS NULL THEN
+		RETURN;
+	END IF;
+	-- the run row survives a crash of the work below, marked running; the
+	-- next tick records it as failed
+	COMMIT;
+	PERFORM @extschema@._tick_work(rid, t);
+	COMMIT;
+	PERFORM @extschema@._tick_session_end();
+END
+$$;
+
+COMMENT ON PROCEDURE @extschema@.run_tick(pg_catalog.timestamptz) IS
+'The tick for pg_cron (CALL segments.run_tick()): logs the run first and commits, so a crash leaves a failed run behind';
+
+--------------------------------------------------------------------------------
+-- Outbox API for senders: claim (stop rules checked again, in this very
+-- transaction), then ack or fail, fenced by the attempt number.
+--------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.claim_messages(channel pg_catalog.text, batch_size pg_catalog.int4 DEFAULT 100,
+	consumer pg_catalog.text DEFAULT NULL, at pg_catalog.timestamptz DEFAULT NULL)
+RETURNS TABLE (message_id pg_catalog.int8, attempt pg_catalog.int4, customer_id pg_catalog.text,
+	message_key pg_catalog.text, variables pg_catalog.jsonb, idempotency_key pg_catalog.text,
+	not_after pg_catalog.timestamptz, lease_until pg_catalog.timestamptz)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	-- the real clock, not the transaction's start: leases and send windows
+	-- are about now; "at" is for tests that step the clock
+	t pg_catalog.timestamptz := COALESCE(at, clock_timestamp());
+	st record;
+	lease pg_catalog.interval := @extschema@.setting_value('outbox_lease')::pg_catalog.interval;
+	max_attempts pg_catalog.int4 := @extschema@.setting_value('outbox_max_attempts')::pg_catalog.int4;
+	ch pg_catalog.text := @extschema@._check_channel(channel);
+BEGIN
+	IF batch_size IS NULL OR batch_size < 1 OR batch_size > 10000 THEN
+		RAISE EXCEPTION 'batch_size must be between 1 and 10000, not %', batch_size
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT * INTO st FROM @extschema@._stop_rule_settings();
+	RETURN QUERY
+	WITH picked AS (
+		SELECT o.message_id FROM @extschema@.outbox o
+		 WHERE o.channel = ch AND o.state IN ('ready', 'leased') AND o.not_before <= t
+		   AND (o.state = 'ready' OR o.lease_until <= t)
+		 ORDER BY o.not_before, o.message_id
+		 LIMIT batch_size
+		 FOR UPDATE SKIP LOCKED),
+	msgs AS (
+		SELECT o.* FROM @extschema@.outbox o JOIN picked p ON p.message_id = o.message_id),
+	-- facts not yet folded in: an order, a cart change or an event committed
+	-- since the last tick; wait for the tick rather than guess
+	pending AS (
+		SELECT DISTINCT cc.key FROM @extschema@.customer_changes cc
+		 WHERE cc.key_kind = 'customer' AND cc.key IN (SELECT m.customer_id FROM msgs m)),
+	checked AS (
+		SELECT m.message_id, m.attempt AS old_attempt, m.state AS old_state, m.enrollment_id, m.campaign_id,
+			   m.step_no, m.customer_id, d.decision, d.reason, d.defer_until, d.stops_enrollment,
+			   jsonb_strip_nulls(jsonb_build_object('last_order_at', f.last_order_at, 'consent', COALESCE(cn.granted, false),
+				   'campaign_status', c.status, 'time_zone', f.time_zone, 'facts_pending', m.customer_id IN (SELECT key FROM pending),
+				   'not_after', m.not_after, 'attempt', m.attempt)) AS facts
+		  FROM msgs m
+		  JOIN @extschema@.enrollment e ON e.enrollment_id = m.enrollment_id
+		  JOIN @extschema@.campaign c ON c.campaign_id = m.campaign_id
+		  LEFT JOIN @extschema@.customer_facts f ON f.customer_id = m.customer_id
+		  LEFT JOIN LATERAL (SELECT ce.granted FROM @extschema@.consent_events ce
+							  WHERE ce.customer_id = m.customer_id AND ce.channel = m.channel AND ce.occurred_at <= t
+							  ORDER BY ce.occurred_at DESC, ce.event_id DESC LIMIT 1) cn ON true
+		  CROSS JOIN LATERAL @extschema@.decide_step(t, c.status, c.expires_at, false, e.signal_at, f.last_order_at,
+				@extschema@._cart_state(e.cart_id, e.signal_at, f.cart_id, f.cart_updated_at, f.last_order_at),
+				COALESCE(cn.granted, false), f.last_bounced_at, f.last_complained_at, f.consecutive_ignored,
+				st.sunset_after, false, m.not_after, NULL, NULL, NULL,
+				m.customer_id IN (SELECT key FROM pending), NULL, NULL,
+				f.time_zone, st.shop_time_zone, st.quiet_start, st.quiet_end, st.unknown_zone_margin) d),
+	settled AS (
+		UPDATE @extschema@.outbox o
+		   SET state = CASE WHEN k.decision = 'send' AND k.old_attempt >= max_attempts THEN 'dead'
+							WHEN k.decision = 'send' THEN 'leased'
+							WHEN k.decision = 'defer' THEN 'ready'
+							WHEN k.reason = 'step_expired' THEN 'expired'
+							ELSE 'cancelled' END,
+			   attempt = CASE WHEN k.decision = 'send' AND k.old_attempt < max_attempts THEN k.old_attempt + 1
+							  ELSE k.old_attempt END,
+			   lease_until = CASE WHEN k.decision = 'send' THEN t + lease END,
+			   leased_by = CASE WHEN k.decision = 'send' THEN consumer ELSE o.leased_by END,
+			   not_before = CASE WHEN k.decision = 'defer' THEN k.defer_until ELSE o.not_before END,
+			   last_error = CASE WHEN k.decision = 'send' AND k.old_attempt >= max_attempts
+								 THEN format('lease expired %s times without an acknowledgement', k.old_attempt)
+								 WHEN k.decision = 'skip' THEN k.reason
+								 ELSE o.last_error END
+		  FROM checked k
+		 WHERE o.message_id = k.message_id
+		RETURNING o.message_id, o.attempt, o.customer_id, o.channel, o.message_key, o.variables, o.idempotency_key,
+				  o.not_after, o.lease_until, o.state, k.decision, k.reason, k.defer_until, k.stops_enrollment,
+				  k.enrollment_id, k.campaign_id, k.step_no, k.facts),
+	logged AS (
+		INSERT INTO @extschema@.decision_log (enrollment_id, campaign_id, step_no, customer_id, channel, decided_at,
+			stage, decision, reason, defer_until, message_id, facts)
+		SELECT s.enrollment_id, s.campaign_id, s.step_no, s.customer_id, s.channel, t, 'claim',
+			   s.decision, COALESCE(s.reason, CASE WHEN s.state = 'dead' THEN 'dead' END), s.defer_until, s.message_id, s.facts
+		  FROM settled s
+		 WHERE s.decision = 'skip' OR s.state = 'dead' OR (s.decision = 'defer' AND s.reason <> 'facts_pending')),
+	stopped AS (
+		UPDATE @extschema@.enrollment e
+		   SET state = 'stopped', stop_reason = s.reason, next_due_at = NULL, next_step_no = NULL
+		  FROM settled s
+		 WHERE s.stops_enrollment AND e.enrollment_id = s.enrollment_id AND e.state = 'active')
+	SELECT s.message_id, s.attempt, s.customer_id, s.message_key, s.variables, s.idempotency_key,
+		   s.not_after, s.lease_until
+	  FROM settled s
+	 WHERE s.state = 'leased'
+	 ORDER BY s.message_id;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.claim_messages IS
+'Leases up to batch_size due messages of one channel to a sender; stop rules are checked again first, in this transaction';
+
+CREATE FUNCTION @extschema@.ack_message(message_id pg_catalog.int8, attempt pg_catalog.int4,
+	provider_message_id pg_catalog.text DEFAULT NULL, at pg_catalog.timestamptz DEFAULT NULL)
+RETURNS pg_catalog.bool
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	o @extschema@.outbox;
+BEGIN
+	UPDATE @extschema@.outbox x
+	   SET state = 'sent', sent_at = COALESCE(at, clock_timestamp()), lease_until = NULL,
+		   provider_message_id = ack_message.provider_message_id
+	 WHERE x.message_id = ack_message.message_id AND x.attempt = ack_message.attempt AND x.state = 'leased'
+	RETURNING * INTO o;
+	IF FOUND THEN
+		-- feeds messages_sent, consecutive_ignored and the sunset rule
+		INSERT INTO @extschema@.engagement_events (customer_id, channel, event, message_id, occurred_at)
+		VALUES (o.customer_id, o.channel, 'sent', o.message_id::pg_catalog.text, o.sent_at);
+		RETURN true;
+	END IF;
+	SELECT * INTO o FROM @extschema@.outbox x WHERE x.message_id = ack_message.message_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'outbox message % does not exist', message_id USING ERRCODE = 'no_data_found';
+	END IF;
+	-- the same acknowledgement again is fine; a stale attempt changes nothing
+	RETURN o.state = 'sent' AND o.attempt = ack_message.attempt;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.ack_message IS
+'Marks a claimed message sent; false (and nothing changed) when the attempt is stale, i.e. the lease expired and it was claimed again';
+
+CREATE FUNCTION @extschema@.fail_message(message_id pg_catalog.int8, attempt pg_catalog.int4,
+	error pg_catalog.text, retry pg_catalog.bool DEFAULT true, at pg_catalog.timestamptz DEFAULT NULL)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	max_attempts pg_catalog.int4 := @extschema@.setting_value('outbox_max_attempts')::pg_catalog.int4;
+	backoff pg_catalog.interval := @extschema@.setting_value('outbox_retry_after')::pg_catalog.interval;
+	new_state pg_catalog.text;
+BEGIN
+	UPDATE @extschema@.outbox x
+	   SET state = CASE WHEN COALESCE(retry, true) AND x.attempt < max_attempts THEN 'ready' ELSE 'dead' END,
+		   not_before = CASE WHEN COALESCE(retry, true) AND x.attempt < max_attempts
+							 THEN COALESCE(at, clock_timestamp()) + backoff * power(2, x.attempt - 1) ELSE x.not_before END,
+		   lease_until = NULL, last_error = COALESCE(error, 'failed')
+	 WHERE x.message_id = fail_message.message_id AND x.attempt = fail_message.attempt AND x.state = 'leased'
+	RETURNING x.state INTO new_state;
+	IF NOT FOUND THEN
+		PERFORM FROM @extschema@.outbox x WHERE x.message_id = fail_message.message_id;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'outbox message % does not exist', message_id USING ERRCODE = 'no_data_found';
+		END IF;
+		RETURN NULL;	-- stale attempt: nothing changed
+	END IF;
+	RETURN new_state;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.fail_message IS
+'Records a failed send: ready again after a doubling back-off, or dead after outbox_max_attempts or when retry is false; NULL for a stale attempt';
+
+--------------------------------------------------------------------------------
+-- Scheduling over pg_cron (optional: manual ticks work without it)
+--------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.schedule_tick(schedule pg_catalog.text DEFAULT '* * * * *',
+	job_name pg_catalog.text DEFAULT NULL)
+RETURNS pg_catalog.int8
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	name pg_catalog.text := COALESCE(job_name, 'segments-tick-' || current_database());
+	command pg_catalog.text := 'CALL @extschema@.run_tick()';
+	cron_db pg_catalog.text := current_setting('cron.database_name', true);
+	jobid pg_catalog.int8;
+BEGIN
+	IF current_setting('shared_preload_libraries') !~ '(^|[\s,])"?pg_cron"?($|[\s,])' THEN
+		RAISE EXCEPTION 'pg_cron is not loaded in this server'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'shared_preload_libraries does not include pg_cron.',
+				  HINT = 'Add pg_cron to shared_preload_libraries, restart, CREATE EXTENSION pg_cron; or call segments.run_tick() from any scheduler.';
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = format('pg_cron runs its jobs from database "%s" (cron.database_name).', COALESCE(cron_db, 'postgres')),
+				  HINT = format('In database %s run: SELECT cron.schedule_in_database(%L, %L, %L, %L);',
+								COALESCE(cron_db, 'postgres'), name, schedule, command, current_database());
+	END IF;
+	EXECUTE 'SELECT cron.schedule_in_database(job_name => $1, schedule => $2, command => $3, database => $4)'
+	   INTO jobid USING name, schedule, command, current_database();
+	RETURN jobid;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.schedule_tick IS
+'Schedules CALL segments.run_tick() with pg_cron (default every minute) for this database; returns the job id';
+
+CREATE FUNCTION @extschema@.unschedule_tick(job_name pg_catalog.text DEFAULT NULL)
+RETURNS pg_catalog.bool
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	name pg_catalog.text := COALESCE(job_name, 'segments-tick-' || current_database());
+	found_job pg_catalog.bool;
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Unschedule from the cron database: SELECT cron.unschedule(%L);', name);
+	END IF;
+	EXECUTE 'SELECT EXISTS (SELECT FROM cron.job WHERE jobname = $1 AND username = current_user)'
+	   INTO found_job USING name;
+	IF NOT found_job THEN
+		RETURN false;
+	END IF;
+	EXECUTE 'SELECT cron.unschedule($1)' USING name;
+	RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.unschedule_tick IS 'Removes the pg_cron job of schedule_tick(); false when there was none';
+
+--------------------------------------------------------------------------------
+-- Explain: why a buyer did or did not get each step of a campaign
+--------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.explain_campaign(customer_id pg_catalog.text, campaign_id pg_catalog.text)
+RETURNS TABLE (enrollment_id pg_catalog.int8, signal_key pg_catalog.text, enrolled_at pg_catalog.timestamptz,
+	enrollment_state pg_catalog.text, step_no pg_catalog.int4, channel pg_catalog.text,
+	decided_at pg_catalog.timestamptz, stage pg_catalog.text, decision pg_catalog.text, reason pg_catalog.text,
+	defer_until pg_catalog.timestamptz, message_state pg_catalog.text, facts pg_catalog.jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	c @extschema@.campaign;
+	cust pg_catalog.text := customer_id;
+	member_of pg_catalog.text[];
+BEGIN
+	SELECT * INTO c FROM @extschema@.campaign x WHERE x.campaign_id = explain_campaign.campaign_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'campaign "%" does not exist', explain_campaign.campaign_id USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN QUERY
+	SELECT e.enrollment_id, e.signal_key, e.enrolled_at, COALESCE(e.stop_reason, e.state), dl.step_no, dl.channel,
+		   dl.decided_at, dl.stage, dl.decision, dl.reason, dl.defer_until, o.state, dl.facts
+	  FROM @extschema@.enrollment e
+	  JOIN @extschema@.decision_log dl ON dl.enrollment_id = e.enrollment_id
+	  LEFT JOIN @extschema@.outbox o ON o.message_id = dl.message_id
+	 WHERE e.customer_id = cust AND e.campaign_id = c.campaign_id
+	UNION ALL
+	SELECT e.enrollment_id, e.signal_key, e.enrolled_at, e.state, e.next_step_no, s.channel::pg_catalog.text,
+		   NULL, NULL, 'pending', 'due', e.next_due_at, NULL, '{}'::pg_catalog.jsonb
+	  FROM @extschema@.enrollment e
+	  JOIN @extschema@.campaign_step s ON s.campaign_id = e.campaign_id AND s.step_no = e.next_step_no
+	 WHERE e.customer_id = cust AND e.campaign_id = c.campaign_id AND e.state = 'active'
+	 ORDER BY 1, 7 NULLS LAST, 5;
+	IF FOUND THEN
+		RETURN;
+	END IF;
+	SELECT pg_catalog.array_agg(m.segment_id ORDER BY m.segment_id) INTO member_of
+	  FROM @extschema@.segment_membership m WHERE m.customer_id = cust;
+	RETURN QUERY SELECT NULL::pg_catalog.int8, NULL::pg_catalog.text, NULL::pg_catalog.timestamptz, 'not_enrolled',
+		NULL::pg_catalog.int4, NULL::pg_catalog.text, NULL::pg_catalog.timestamptz, NULL::pg_catalog.text,
+		'skip',
+		CASE WHEN c.status <> 'active' THEN 'campaign_' || c.status
+			 WHEN pg_catalog.cardinality(c.audience_segments) > 0
+				  AND NOT COALESCE(member_of && c.audience_segments, false) THEN 'not_in_audience'
+			 WHEN COALESCE(member_of && c.exclude_segments, false) THEN 'excluded_segment'
+			 ELSE 'no_signal' END,
+		NULL::pg_catalog.timestamptz, NULL::pg_catalog.text,
+		jsonb_strip_nulls(jsonb_build_object('segments', COALESCE(member_of, '{}'), 'audience', c.audience_segments,
+			'exclude', c.exclude_segments, 'signal', c.signal, 'signal_segment', c.signal_segment));
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.explain_campaign IS
+'For one buyer and campaign: every decision on every step (send, defer, skip) with its reason and facts, or why they were never enrolled';
