@@ -287,5 +287,22 @@ SELECT status, as_of FROM segments.tick_runs ORDER BY run_id DESC LIMIT 1;
 UPDATE segments.tick_runs SET status = 'running', finished_at = NULL WHERE run_id = (SELECT max(run_id) FROM segments.tick_runs);
 SELECT status FROM segments.tick('2026-03-07 10:03+00');
 SELECT status, left(error, 40) AS error FROM segments.tick_runs ORDER BY run_id DESC LIMIT 2;
--- scheduling needs pg_cron in this database
+-- scheduling needs pg_cron in this database (the hint names the database)
+\set VERBOSITY terse
 SELECT segments.schedule_tick();
+\set VERBOSITY default
+
+-- clean up for the tests that follow
+TRUNCATE segments.outbox, segments.decision_log, segments.contact_log, segments.enrollment,
+	segments.tick_runs, segments.tick_state, segments.campaign_step, segments.campaign CASCADE;
+DELETE FROM segments.tracked_orders;
+DELETE FROM segments.tracked_carts;
+DELETE FROM segments.tracked_customers;
+DELETE FROM segments.consent_events;
+DELETE FROM segments.engagement_events;
+DELETE FROM segments.wallet_events;
+SELECT segments.rebuild_facts() AS customers_left;
+SELECT customers FROM segments.evaluate_segments('2026-03-08', full_evaluation => true);
+SELECT count(*) AS members_left FROM segments.segment_membership;
+-- breakpoints stamped with our (later) clock would look fresh to later tests
+UPDATE segments.score_breaks SET breaks = NULL, buyers = 0, computed_at = NULL;

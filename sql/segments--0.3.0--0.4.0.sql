@@ -429,7 +429,8 @@ CREATE TABLE @extschema@.tick_state (
 	watermark pg_catalog.timestamptz,
 	last_run_id pg_catalog.int8
 );
-INSERT INTO @extschema@.tick_state DEFAULT VALUES;
+-- its one row is created by the first tick, not here: pg_dump keeps the row,
+-- and a restore must not find one already in place
 
 COMMENT ON TABLE @extschema@.tick_state IS
 'The as-of time of the last successful tick: the next one catches up on every signal since then';
@@ -985,7 +986,7 @@ RETURN NULLIF(CASE link
 	WHEN 'shop' THEN @extschema@.setting_value('shop_link')
 	END, '');
 
-CREATE FUNCTION @extschema@._advance_due(as_of pg_catalog.timestamptz,
+CREATE FUNCTION @extschema@._advance_due(as_of pg_catalog.timestamptz, only_campaign pg_catalog.text DEFAULT NULL,
 	OUT due pg_catalog.int4, OUT queued pg_catalog.int4, OUT deferred pg_catalog.int4,
 	OUT skipped pg_catalog.int4, OUT channels pg_catalog.text[])
 LANGUAGE plpgsql VOLATILE
@@ -1036,6 +1037,7 @@ BEGIN
 									AND ce.occurred_at <= as_of
 								  ORDER BY ce.occurred_at DESC, ce.event_id DESC LIMIT 1) cn ON true
 			 WHERE e.state = 'active' AND e.next_due_at <= as_of AND c.status <> 'paused'
+			   AND (only_campaign IS NULL OR e.campaign_id = only_campaign)
 			 ORDER BY c.priority, e.next_due_at, e.enrollment_id
 			 FOR UPDATE OF e
 		LOOP
@@ -1157,6 +1159,7 @@ BEGIN
 	 WHERE r.status = 'running';
 	DELETE FROM @extschema@.tick_runs r
 	 WHERE r.started_at < clock_timestamp() - @extschema@.setting_value('tick_run_retention')::interval;
+	INSERT INTO @extschema@.tick_state DEFAULT VALUES ON CONFLICT DO NOTHING;
 	INSERT INTO @extschema@.tick_runs (as_of, watermark_from, started_at, status, backend_pid)
 	SELECT as_of, t.watermark, clock_timestamp(), 'running', pg_backend_pid() FROM @extschema@.tick_state t
 	RETURNING run_id INTO rid;
@@ -1486,7 +1489,7 @@ BEGIN
 				  HINT = 'Add pg_cron to shared_preload_libraries, restart, CREATE EXTENSION pg_cron; or call segments.run_tick() from any scheduler.';
 	END IF;
 	IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
-		RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+		RAISE EXCEPTION 'pg_cron is not installed in this database'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  DETAIL = format('pg_cron runs its jobs from database "%s" (cron.database_name).', COALESCE(cron_db, 'postgres')),
 				  HINT = format('In database %s run: SELECT cron.schedule_in_database(%L, %L, %L, %L);',
@@ -1511,7 +1514,7 @@ DECLARE
 	found_job pg_catalog.bool;
 BEGIN
 	IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
-		RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+		RAISE EXCEPTION 'pg_cron is not installed in this database'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = format('Unschedule from the cron database: SELECT cron.unschedule(%L);', name);
 	END IF;
