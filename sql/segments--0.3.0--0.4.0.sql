@@ -1323,22 +1323,23 @@ BEGIN
 	END IF;
 	SELECT * INTO st FROM @extschema@._stop_rule_settings();
 	RETURN QUERY
-	WITH picked AS (
-		SELECT o.message_id FROM @extschema@.outbox o
+	-- FOR UPDATE returns the rows as they are now, not as of our snapshot: a
+	-- lease another claimer took and let expire meanwhile has its raised
+	-- attempt here, and the UPDATE below counts on from the row itself
+	WITH msgs AS (
+		SELECT o.* FROM @extschema@.outbox o
 		 WHERE o.channel = ch AND o.state IN ('ready', 'leased') AND o.not_before <= t
 		   AND (o.state = 'ready' OR o.lease_until <= t)
 		 ORDER BY o.not_before, o.message_id
 		 LIMIT batch_size
 		 FOR UPDATE SKIP LOCKED),
-	msgs AS (
-		SELECT o.* FROM @extschema@.outbox o JOIN picked p ON p.message_id = o.message_id),
 	-- facts not yet folded in: an order, a cart change or an event committed
 	-- since the last tick; wait for the tick rather than guess
 	pending AS (
 		SELECT DISTINCT cc.key FROM @extschema@.customer_changes cc
 		 WHERE cc.key_kind = 'customer' AND cc.key IN (SELECT m.customer_id FROM msgs m)),
 	checked AS (
-		SELECT m.message_id, m.attempt AS old_attempt, m.state AS old_state, m.enrollment_id, m.campaign_id,
+		SELECT m.message_id, m.enrollment_id, m.campaign_id,
 			   m.step_no, m.customer_id, d.decision, d.reason, d.defer_until, d.stops_enrollment,
 			   jsonb_strip_nulls(jsonb_build_object('last_order_at', f.last_order_at, 'consent', COALESCE(cn.granted, false),
 				   'campaign_status', c.status, 'time_zone', f.time_zone, 'facts_pending', m.customer_id IN (SELECT key FROM pending),
@@ -1358,18 +1359,18 @@ BEGIN
 				f.time_zone, st.shop_time_zone, st.quiet_start, st.quiet_end, st.unknown_zone_margin) d),
 	settled AS (
 		UPDATE @extschema@.outbox o
-		   SET state = CASE WHEN k.decision = 'send' AND k.old_attempt >= max_attempts THEN 'dead'
+		   SET state = CASE WHEN k.decision = 'send' AND o.attempt >= max_attempts THEN 'dead'
 							WHEN k.decision = 'send' THEN 'leased'
 							WHEN k.decision = 'defer' THEN 'ready'
 							WHEN k.reason = 'step_expired' THEN 'expired'
 							ELSE 'cancelled' END,
-			   attempt = CASE WHEN k.decision = 'send' AND k.old_attempt < max_attempts THEN k.old_attempt + 1
-							  ELSE k.old_attempt END,
+			   attempt = CASE WHEN k.decision = 'send' AND o.attempt < max_attempts THEN o.attempt + 1
+							  ELSE o.attempt END,
 			   lease_until = CASE WHEN k.decision = 'send' THEN t + lease END,
 			   leased_by = CASE WHEN k.decision = 'send' THEN consumer ELSE o.leased_by END,
 			   not_before = CASE WHEN k.decision = 'defer' THEN k.defer_until ELSE o.not_before END,
-			   last_error = CASE WHEN k.decision = 'send' AND k.old_attempt >= max_attempts
-								 THEN format('lease expired %s times without an acknowledgement', k.old_attempt)
+			   last_error = CASE WHEN k.decision = 'send' AND o.attempt >= max_attempts
+								 THEN format('lease expired %s times without an acknowledgement', o.attempt)
 								 WHEN k.decision = 'skip' THEN k.reason
 								 ELSE o.last_error END
 		  FROM checked k
@@ -1432,6 +1433,38 @@ $$;
 
 COMMENT ON FUNCTION @extschema@.ack_message IS
 'Marks a claimed message sent; false (and nothing changed) when the attempt is stale, i.e. the lease expired and it was claimed again';
+
+CREATE FUNCTION @extschema@.ack_messages(message_ids pg_catalog.int8[], attempts pg_catalog.int4[],
+	provider_message_ids pg_catalog.text[] DEFAULT NULL, at pg_catalog.timestamptz DEFAULT NULL)
+RETURNS SETOF pg_catalog.int8
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF pg_catalog.cardinality(message_ids) IS DISTINCT FROM pg_catalog.cardinality(attempts)
+	   OR (provider_message_ids IS NOT NULL
+		   AND pg_catalog.cardinality(provider_message_ids) <> pg_catalog.cardinality(message_ids)) THEN
+		RAISE EXCEPTION 'message_ids, attempts and provider_message_ids must have the same length'
+			USING ERRCODE = 'array_subscript_error';
+	END IF;
+	RETURN QUERY
+	WITH acked AS (
+		UPDATE @extschema@.outbox x
+		   SET state = 'sent', sent_at = COALESCE(at, clock_timestamp()), lease_until = NULL,
+			   provider_message_id = a.provider_id
+		  FROM ROWS FROM (pg_catalog.unnest(message_ids), pg_catalog.unnest(attempts),
+						  pg_catalog.unnest(provider_message_ids)) AS a (id, attempt, provider_id)
+		 WHERE x.message_id = a.id AND x.attempt = a.attempt AND x.state = 'leased'
+		RETURNING x.message_id, x.customer_id, x.channel, x.sent_at),
+	events AS (
+		INSERT INTO @extschema@.engagement_events (customer_id, channel, event, message_id, occurred_at)
+		SELECT k.customer_id, k.channel, 'sent', k.message_id::pg_catalog.text, k.sent_at FROM acked k)
+	SELECT k.message_id FROM acked k;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.ack_messages IS
+'ack_message() for a batch: returns the ids acknowledged now; stale attempts and unknown ids are left out';
 
 CREATE FUNCTION @extschema@.fail_message(message_id pg_catalog.int8, attempt pg_catalog.int4,
 	error pg_catalog.text, retry pg_catalog.bool DEFAULT true, at pg_catalog.timestamptz DEFAULT NULL)
