@@ -92,6 +92,14 @@ SELECT round(avg(segments.in_holdout('cart_recovery', i::text, 10)::int) * 100, 
 -- Managing campaigns: clear errors, nothing half-written
 --------------------------------------------------------------------------------
 SELECT template_id, signal, steps FROM segments.campaign_templates ORDER BY template_id;
+-- every template makes a valid campaign (its segments exist, its steps are in order)
+SELECT t.template_id, segments.campaign_from_template(t.template_id, 't_' || t.template_id, 'telegram',
+		broadcast_at => CASE WHEN t.signal = 'broadcast' THEN '2026-12-01'::timestamptz END) AS copied
+  FROM segments.campaign_templates t ORDER BY 1;
+SELECT c.campaign_id, c.status, string_agg(s.delay || ' ' || s.message_key, ', ' ORDER BY s.step_no) AS steps
+  FROM segments.campaign c JOIN segments.campaign_step s USING (campaign_id) GROUP BY 1, 2 ORDER BY 1;
+SELECT count(segments.set_campaign_status(c.campaign_id, 'active')) AS activated FROM segments.campaign c;
+DELETE FROM segments.campaign WHERE campaign_id LIKE 't\_%';
 SELECT segments.campaign_from_template('no_such_template');
 SELECT segments.campaign_from_template('cart_recovery', channel => 'fax');
 SELECT segments.campaign_from_template('vip_early_access');

@@ -260,7 +260,7 @@ INSERT INTO @extschema@.campaign_template
 	 'Like cart recovery, for buyers who left at the checkout'),
 	('first_order_followup', 'First-order follow-up', 'order_completed', NULL, '{first_time}', '{}', 30, 10, 10,
 	 'A review request 7 days after the first order, a second-order offer after 21 days'),
-	('win_back', 'Win-back', 'went_quiet', 'lapsed_own_cycle', '{}', '{engagement_suppressed}', 90, 10, 15,
+	('win_back', 'Win-back', 'went_quiet', 'lapsed_own_cycle', '{}', '{suppressed}', 90, 10, 15,
 	 'Past their own buying cycle: what is new first, a limited offer after 5 days only to those who still did not buy, a last note after 14 days'),
 	('vip_early_access', 'VIP early access', 'broadcast', NULL, '{vip}', '{}', 0, 10, NULL,
 	 '24-hour early access for the top buyers before a launch, no discount; set broadcast_at'),
@@ -979,7 +979,8 @@ RETURNS pg_catalog.text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 RETURN NULLIF(CASE link
-	WHEN 'cart' THEN CASE WHEN current_cart = enrolled_cart THEN cart_link END
+	WHEN 'cart' THEN CASE WHEN current_cart = enrolled_cart
+						  THEN COALESCE(cart_link, @extschema@.setting_value('shop_link')) END
 	WHEN 'product' THEN replace(@extschema@.setting_value('product_link_template'), '{product_id}', product_id)
 	WHEN 'wallet' THEN @extschema@.setting_value('wallet_link')
 	WHEN 'referral' THEN replace(@extschema@.setting_value('referral_link_template'), '{customer_id}', customer_id)
