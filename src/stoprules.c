@@ -140,12 +140,12 @@ quiet_window_end(TimestampTz t, pg_tz *zone, int start, int end)
 	struct pg_tm tm;
 	fsec_t		fsec;
 	int			tzoff;
-	int			minute;
 	int			pass;
 
 	for (pass = 0; pass < 3; pass++)
 	{
 		TimestampTz candidate;
+		int			minute;
 
 		if (timestamp2tm(t, &tzoff, &tm, &fsec, NULL, zone) != 0)
 			ereport(ERROR,
@@ -181,8 +181,7 @@ static TimestampTz
 quiet_hours_deferral(FunctionCallInfo fcinfo, TimestampTz t)
 {
 	int			start,
-				end,
-				margin = 0;
+				end;
 	pg_tz	   *zone;
 
 	if (!ARG_IS(ARG_QUIET_START) || !ARG_IS(ARG_QUIET_END))
@@ -197,6 +196,8 @@ quiet_hours_deferral(FunctionCallInfo fcinfo, TimestampTz t)
 		 * Unknown zone: the shop's zone with the window widened on both
 		 * sides, so a buyer somewhere else is less likely to be woken up.
 		 */
+		int			margin = 0;
+
 		zone = lookup_zone(ARG_IS(ARG_FALLBACK_TIME_ZONE) ? PG_GETARG_TEXT_PP(ARG_FALLBACK_TIME_ZONE) : NULL);
 		if (zone == NULL)
 			zone = pg_tzset("UTC");

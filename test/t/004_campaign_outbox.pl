@@ -64,12 +64,19 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM segments.outbox WHERE sta
 	$n, "$n messages ready");
 
 # Each claimer: claim 200, record the claim, acknowledge (worker 1 drops
-# every 50th acknowledgement, as a sender that died mid-batch would), commit;
-# stop after a few empty claims in a row.
+# every 50th acknowledgement, as a sender that died mid-batch would; even
+# workers acknowledge the batch with ack_messages(), odd ones one by one),
+# commit; stop when nothing is left to claim.
 sub claimer_sql
 {
 	my ($w) = @_;
 	my $drop = $w == 1 ? 'AND c.message_id % 50 <> 0' : '';
+	my $ack = $w % 2 == 0
+	  ? qq{INSERT INTO acks SELECT $w, a FROM segments.ack_messages(
+			(SELECT array_agg(message_id ORDER BY message_id) FROM c),
+			(SELECT array_agg(attempt ORDER BY message_id) FROM c)) a;}
+	  : qq{INSERT INTO acks
+		SELECT $w, c.message_id FROM c WHERE true $drop AND segments.ack_message(c.message_id, c.attempt);};
 	return qq{
 DO \$\$
 DECLARE
@@ -79,8 +86,7 @@ BEGIN
 	LOOP
 		WITH c AS (SELECT * FROM segments.claim_messages('email', 200, 'w$w')),
 		logged AS (INSERT INTO claims SELECT $w, c.message_id, c.attempt FROM c)
-		INSERT INTO acks
-		SELECT $w, c.message_id FROM c WHERE true $drop AND segments.ack_message(c.message_id, c.attempt);
+		$ack
 		GET DIAGNOSTICS got = ROW_COUNT;
 		COMMIT;
 		IF NOT EXISTS (SELECT FROM segments.outbox WHERE state IN ('ready', 'leased')) THEN
@@ -141,6 +147,9 @@ $node->safe_psql('postgres', q{
 });
 is($node->safe_psql('postgres', q{SELECT count(*) FROM segments.outbox WHERE state = 'ready'}),
 	'10', 'a tick queued 10 new messages');
+# a listening sender is woken by the tick, with the channel as payload
+my ($ret, $stdout, $stderr) = $node->psql('postgres', q{LISTEN segments_outbox; SELECT status FROM segments.tick();});
+like($stdout . $stderr, qr/notification "segments_outbox" with payload "email"/, 'the tick NOTIFYs senders of the channel');
 
 sub kill9_and_wait
 {
