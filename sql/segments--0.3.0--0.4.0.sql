@@ -286,7 +286,7 @@ watch_set AS (
 	SELECT x.customer_id, x.next_check_at FROM watch x
 	 WHERE x.next_check_at IS NOT NULL
 	   AND NOT EXISTS (SELECT FROM @extschema@.segment_watch o
-						WHERE o.customer_id = x.customer_id AND o.next_check_at = x.next_check_at)
+						WHERE o.customer_id = x.customer_id AND o.next_check_at = x.next_check_at%7$s)
 	ON CONFLICT (customer_id) DO UPDATE SET next_check_at = excluded.next_check_at
 	 WHERE w.next_check_at IS DISTINCT FROM excluded.next_check_at
 	RETURNING 1),
@@ -325,7 +325,8 @@ $sql$,
 		COALESCE(rules, '''{}''::pg_catalog.text[]'),
 		CASE WHEN keyed THEN ' AND m.customer_id = ANY($1)' ELSE '' END,
 		COALESCE(watches, 'NULL::pg_catalog.timestamptz'),
-		CASE WHEN keyed THEN 'w.customer_id = ANY($1) AND' ELSE '' END);
+		CASE WHEN keyed THEN 'w.customer_id = ANY($1) AND' ELSE '' END,
+		CASE WHEN keyed THEN ' AND o.customer_id = ANY($1)' ELSE '' END);
 END
 $$;
 
