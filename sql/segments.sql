@@ -51,7 +51,9 @@ SELECT customer_id, segment_id, change FROM segments.segment_history
 -- The refund that takes a VIP out of VIP (s20 drops from 200 to 20).
 -- Breakpoints are recomputed at most every score_breaks_max_age; when they
 -- move, only the customers between a breakpoint's old and new place are
--- re-evaluated, not everyone.
+-- re-evaluated, not everyone, and only around the breakpoints some rule can
+-- notice (vip and high_value compare revenue_percentile with 90 and 80; the
+-- RFM groups read every RFM breakpoint; no rule reads orders_percentile).
 SELECT segments.track_refund('o-s20', 180);
 SELECT customers_checked FROM segments.refresh_facts(:t1);
 SELECT segments.refresh_score_breaks(:t1) AS queued_near_moved_breakpoints;

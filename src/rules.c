@@ -61,6 +61,7 @@
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
+#include "optimizer/optimizer.h"
 #include "parser/parse_coerce.h"
 #include "parser/parse_collate.h"
 #include "parser/parse_expr.h"
@@ -1258,6 +1259,211 @@ segments_rule_compile(PG_FUNCTION_ARGS)
 	}
 	values[3] = PointerGetDatum(construct_array(tcols, nthresholds, TEXTOID, -1, false, TYPALIGN_INT));
 	values[4] = PointerGetDatum(construct_array(texprs, nthresholds, TEXTOID, -1, false, TYPALIGN_INT));
+
+	free_parsestate(pstate);
+	relation_close(rel, NoLock);
+
+	tupdesc = BlessTupleDesc(tupdesc);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * Which breakpoints of a score can change a rule's result.
+ *
+ * A score column (revenue_percentile, rfm_recency, ...) is a whole number
+ * that steps at breakpoints.  When the rule only compares it with values
+ * that do not depend on the customer (revenue_percentile > 100 - 10), the
+ * rule's result can only change when the score crosses one of those
+ * values, so after the breakpoints are recomputed only the customers near
+ * those breakpoints need another look.  Any other use of the column (an
+ * argument of a function, arithmetic, a comparison with another column)
+ * can change with any breakpoint.
+ */
+typedef struct ScoreUses
+{
+	Bitmapset  *score_columns;	/* attnums of the score columns */
+	List	   *attnums;		/* attnum (int) of each use ... */
+	List	   *thresholds;		/* ... and the value it is compared with, or
+								 * NULL for any other use */
+} ScoreUses;
+
+static bool
+score_is_number_type(Oid typid)
+{
+	return typid == INT2OID || typid == INT4OID || typid == INT8OID ||
+		typid == FLOAT4OID || typid == FLOAT8OID || typid == NUMERICOID;
+}
+
+/* The score column under number casts, or NULL */
+static Var *
+score_column_var(ScoreUses *uses, Node *node)
+{
+	bool		cast = false;
+	Node	   *core = rule_strip_casts(node, &cast);
+
+	if (!score_is_number_type(exprType(node)))
+		return NULL;
+	if (IsA(core, Var) && ((Var *) core)->varlevelsup == 0 &&
+		bms_is_member(((Var *) core)->varattno, uses->score_columns))
+		return (Var *) core;
+	return NULL;
+}
+
+/* Is this a comparison of a score column with a customer-independent number? */
+static bool
+score_note_comparison(ScoreUses *uses, Oid opno, List *args)
+{
+	char	   *opname;
+	Node	   *other;
+	Var		   *var;
+
+	if (list_length(args) != 2)
+		return false;
+	opname = get_opname(opno);
+	if (opname == NULL || !rule_is_comparison(opname))
+		return false;
+	var = score_column_var(uses, (Node *) linitial(args));
+	other = (Node *) lsecond(args);
+	if (var == NULL)
+	{
+		var = score_column_var(uses, (Node *) lsecond(args));
+		other = (Node *) linitial(args);
+	}
+	if (var == NULL || !score_is_number_type(exprType(other)) ||
+		contain_var_clause(other))
+		return false;
+	uses->attnums = lappend_int(uses->attnums, var->varattno);
+	uses->thresholds = lappend(uses->thresholds, other);
+	return true;
+}
+
+static bool
+score_uses_walker(Node *node, ScoreUses *uses)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, OpExpr) || IsA(node, DistinctExpr))
+	{
+		OpExpr	   *op = (OpExpr *) node;
+
+		if (score_note_comparison(uses, op->opno, op->args))
+			return false;		/* the other side reads no column */
+	}
+	else if (IsA(node, ScalarArrayOpExpr))
+	{
+		ScalarArrayOpExpr *op = (ScalarArrayOpExpr *) node;
+		char	   *opname = get_opname(op->opno);
+		bool		cast = false;
+		Var		   *var;
+
+		/* score IN (v1, v2, ...): each element is a comparison */
+		if (list_length(op->args) == 2 && opname != NULL &&
+			rule_is_comparison(opname) &&
+			(var = score_column_var(uses, (Node *) linitial(op->args))) != NULL)
+		{
+			Node	   *array = rule_strip_casts((Node *) lsecond(op->args), &cast);
+
+			if (!cast && IsA(array, ArrayExpr) && !contain_var_clause(array))
+			{
+				ListCell   *lc;
+				bool		all = true;
+
+				foreach(lc, ((ArrayExpr *) array)->elements)
+					all = all && score_is_number_type(exprType((Node *) lfirst(lc)));
+				if (all)
+				{
+					foreach(lc, ((ArrayExpr *) array)->elements)
+					{
+						uses->attnums = lappend_int(uses->attnums, var->varattno);
+						uses->thresholds = lappend(uses->thresholds, lfirst(lc));
+					}
+					return false;
+				}
+			}
+		}
+	}
+	else if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+
+		if (var->varlevelsup == 0 && bms_is_member(var->varattno, uses->score_columns))
+		{
+			uses->attnums = lappend_int(uses->attnums, var->varattno);
+			uses->thresholds = lappend(uses->thresholds, NULL);
+		}
+		return false;
+	}
+	return expression_tree_walker(node, score_uses_walker, (void *) uses);
+}
+
+PG_FUNCTION_INFO_V1(segments_rule_score_uses);
+
+/*
+ * _rule_score_uses(expression, target, score_columns) -> (columns,
+ * thresholds)
+ *
+ * For a rule already checked by rule_compile(): every use of a score
+ * column, with the expression it is compared with (deparsed like the rule;
+ * it reads no column), or NULL where the column is used any other way.
+ */
+Datum
+segments_rule_score_uses(PG_FUNCTION_ARGS)
+{
+	char	   *rule = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			relid = PG_GETARG_OID(1);
+	ArrayType  *score_names = PG_GETARG_ARRAYTYPE_P(2);
+	TupleDesc	tupdesc;
+	Relation	rel;
+	ParseState *pstate;
+	ParseNamespaceItem *nsitem;
+	Node	   *expr;
+	ScoreUses	uses;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	Datum	   *cols;
+	Datum	   *exprs;
+	bool	   *expr_nulls;
+	int			n;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	rel = relation_open(relid, AccessShareLock);
+	memset(&uses, 0, sizeof(uses));
+	uses.score_columns = rule_time_columns(rel, score_names);
+
+	pstate = make_parsestate(NULL);
+	pstate->p_sourcetext = rule;
+	expr = rule_parse(rule);
+	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock,
+										   makeAlias("f", NIL), false, true);
+	addNSItemToQuery(pstate, nsitem, false, true, true);
+	expr = transformExpr(pstate, expr, EXPR_KIND_CHECK_CONSTRAINT);
+	expr = coerce_to_boolean(pstate, expr, "segment rule");
+	assign_expr_collations(pstate, expr);
+
+	(void) score_uses_walker(expr, &uses);
+
+	n = list_length(uses.attnums);
+	cols = palloc(sizeof(Datum) * Max(n, 1));
+	exprs = palloc(sizeof(Datum) * Max(n, 1));
+	expr_nulls = palloc(sizeof(bool) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		AttrNumber	attnum = (AttrNumber) list_nth_int(uses.attnums, i);
+		Node	   *threshold = (Node *) list_nth(uses.thresholds, i);
+
+		cols[i] = CStringGetTextDatum(NameStr(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attname));
+		expr_nulls[i] = (threshold == NULL);
+		exprs[i] = threshold == NULL ? (Datum) 0 :
+			CStringGetTextDatum(rule_deparse(threshold, relid));
+	}
+	dims[0] = n;
+	values[0] = PointerGetDatum(construct_array(cols, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_md_array(exprs, expr_nulls, n > 0 ? 1 : 0, dims, lbs,
+												   TEXTOID, -1, false, TYPALIGN_INT));
 
 	free_parsestate(pstate);
 	relation_close(rel, NoLock);
