@@ -64,7 +64,21 @@ $node->safe_psql('shop_src', q{
 	SELECT segments.set_setting('cart_abandon_after', '30 minutes');
 	SELECT segments.refresh_facts('2026-08-01');
 	SELECT segments.evaluate_segments('2026-08-01');
+	-- a campaign that has already sent: after a restore nothing may go out twice
+	SELECT segments.track_consent(g::text, 'email', true, '2026-01-01') FROM generate_series(1, 40) g;
+	SELECT segments.set_setting('quiet_hours_end', '21:00');
+	SELECT segments.create_campaign('thanks', 'order_completed', holdout_percent => 20);
+	SELECT segments.add_campaign_step('thanks', '0', 'email', 'thank_you', valid_for => '1 year');
+	SELECT segments.set_campaign_status('thanks', 'active');
+	UPDATE segments.campaign SET activated_at = '2026-01-01';
+	SELECT status FROM segments.tick('2026-08-01');
+	SELECT segments.ack_message(message_id, attempt) FROM segments.claim_messages('email', 5, NULL, '2026-08-01 00:01');
 });
+my $campaign_state = q{SELECT (SELECT string_agg(idempotency_key || '=' || state, ',' ORDER BY message_id) FROM segments.outbox)
+	|| ' ' || (SELECT count(*) FROM segments.enrollment) || ' ' || (SELECT count(*) FROM segments.decision_log)
+	|| ' ' || (SELECT watermark FROM segments.tick_state)};
+my $campaigns_before = $node->safe_psql('shop_src', $campaign_state);
+like($campaigns_before, qr/=sent,.*=ready/, 'the source shop has sent and queued campaign messages');
 my $membership = q{SELECT string_agg(customer_id || ':' || segment_id, ',' ORDER BY customer_id, segment_id)
 	FROM segments.segment_membership};
 my $before = $node->safe_psql('shop_src', $membership);
@@ -91,6 +105,11 @@ is($node->safe_psql('shop_dst', $membership), $before,
 	'facts and membership rebuilt after the restore are the same as before');
 is($node->safe_psql('shop_dst', q{SELECT count(*) FROM segments.verify_facts('2026-08-01')}), '0',
 	'restored facts verify');
+
+is($node->safe_psql('shop_dst', $campaign_state), $campaigns_before,
+	'enrollments, decisions, messages and the watermark came back');
+is($node->safe_psql('shop_dst', q{SELECT queued FROM segments.tick('2026-08-01')}), '0',
+	'a tick after the restore sends nothing again');
 
 # the capture trigger reads the customer column by name, not by its old number
 $node->safe_psql('shop_dst', q{
