@@ -54,7 +54,7 @@ SELECT r.rule, u.columns, u.thresholds
 -- everyone re-evaluated) only when it differs.
 \set t '''2026-06-01 12:00:00+00'''
 SELECT customers >= 0 AS drained FROM segments.evaluate_segments(:t);
-SELECT keyed_sql IS NULL AS keyed_not_needed_yet, full_sql IS NOT NULL AS full_kept,
+SELECT full_sql IS NOT NULL AS full_kept,
 	   catalog_version = (SELECT version FROM segments.segment_catalog_version) AS checked
   FROM segments.segment_compiled_from;
 SELECT version AS v0 FROM segments.segment_catalog_version \gset
