@@ -313,6 +313,63 @@ $$;
 
 
 
+-- The write half of a full rebuild: the computed rows go into the freshly
+-- truncated heap without index maintenance, then every index is built once
+-- (sorted, uniqueness checked). Row-by-row maintenance of the six indexes
+-- cost as much as computing half the facts.
+CREATE FUNCTION @extschema@._load_facts(query pg_catalog.text, as_of pg_catalog.timestamptz)
+RETURNS pg_catalog.int8
+AS 'MODULE_PATHNAME', 'segments_load_facts'
+LANGUAGE C VOLATILE STRICT;
+
+COMMENT ON FUNCTION @extschema@._load_facts(pg_catalog.text, pg_catalog.timestamptz) IS
+'Internal: loads the rows of a facts query into customer_facts, truncated and locked by the caller, then rebuilds its indexes; NULL when the table has triggers or constraints that need a plain INSERT';
+
+CREATE OR REPLACE FUNCTION @extschema@.rebuild_facts(as_of pg_catalog.timestamptz DEFAULT pg_catalog.now())
+RETURNS pg_catalog.int8
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
+	cols pg_catalog.text;
+	n pg_catalog.int8;
+BEGIN
+	PERFORM @extschema@._check_time(as_of, 'as_of');
+	-- one refresh or rebuild at a time: concurrent ones would overwrite
+	-- newer facts with older ones
+	PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('segments.facts'));
+	DELETE FROM @extschema@.customer_changes;
+	RAISE NOTICE 'segments: computing facts for every customer from % source(s)',
+		(SELECT pg_catalog.count(*) FROM @extschema@.sources);
+	-- ACCESS EXCLUSIVE until commit: nobody sees the table while its
+	-- indexes are rebuilt
+	TRUNCATE @extschema@.customer_facts;
+	-- every column in table order and exact type; refreshed_at is now()
+	SELECT pg_catalog.string_agg(CASE WHEN a.attname = 'refreshed_at'
+				THEN pg_catalog.format('pg_catalog.now()::%s', pg_catalog.format_type(a.atttypid, a.atttypmod))
+				ELSE pg_catalog.format('x.%I::%s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)) END,
+			', ' ORDER BY a.attnum)
+	  INTO cols
+	  FROM pg_catalog.pg_attribute a
+	 WHERE a.attrelid = '@extschema@.customer_facts'::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped;
+	n := @extschema@._load_facts(pg_catalog.format('SELECT %s FROM (%s) x (%s)',
+			cols, @extschema@._facts_sql(false), @extschema@._facts_columns()), as_of);
+	IF n IS NULL THEN
+		-- the table has triggers or constraints of its own: a plain INSERT
+		EXECUTE pg_catalog.format('INSERT INTO @extschema@.customer_facts (%s) %s',
+			@extschema@._facts_columns(), @extschema@._facts_sql(false))
+		USING NULL::pg_catalog.text[], as_of;
+		GET DIAGNOSTICS n = ROW_COUNT;
+	END IF;
+	PERFORM @extschema@._facts_refreshed(NULL);
+	RAISE NOTICE 'segments: wrote facts for % customers', n;
+	RAISE DEBUG 'segments: rebuild took % ms',
+		pg_catalog.round((EXTRACT(epoch FROM pg_catalog.clock_timestamp() - started) * 1000)::pg_catalog.numeric);
+	RETURN n;
+END
+$$;
+
 -- A refresh recomputes a few thousand customers through the shop's indexes;
 -- its plan's cost estimate can still pass jit_above_cost, and compiling it
 -- cost more than the whole refresh (~250 ms at 1 M customers). JIT stays

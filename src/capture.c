@@ -166,7 +166,7 @@ open_changes_table(void)
  * executor would.
  */
 static void
-check_insert_privilege(Relation rel, AttrNumber *attnums, int natts)
+check_insert_privilege(Relation rel, const AttrNumber *attnums, int natts)
 {
 	Oid			relid = RelationGetRelid(rel);
 	Oid			userid = GetUserId();
@@ -300,7 +300,7 @@ collect_keys(Tuplestorestate *store, TupleDesc tupdesc, AttrNumber attnum,
  * keys NIL writes one row with a NULL key.
  */
 static void
-insert_changes_direct(Relation rel, AttrNumber *attnums, Oid source,
+insert_changes_direct(Relation rel, const AttrNumber *attnums, Oid source,
 					  const char *key_kind, List *keys)
 {
 	TupleDesc	tupdesc = RelationGetDescr(rel);
