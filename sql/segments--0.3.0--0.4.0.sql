@@ -25,7 +25,8 @@
 -- present tracked_order_lines, even when empty); a full build joins the
 -- per-source aggregates with one FULL JOIN chain instead of a union of keys,
 -- a sort and twelve merge joins. A keyed refresh keeps the keys + LEFT JOIN
--- shape, which the index on each source's customer column drives.
+-- shape, which the index on each source's customer column drives. order_rows
+-- no longer carries the source and order id, which only the lines used.
 CREATE OR REPLACE FUNCTION @extschema@._facts_sql(keyed pg_catalog.bool, as_of_mode pg_catalog.bool DEFAULT false)
 RETURNS pg_catalog.text
 LANGUAGE plpgsql STABLE
@@ -64,11 +65,9 @@ BEGIN
 				ELSE '' END;
 		IF s.kind = 'orders' THEN
 			order_parts := order_parts || pg_catalog.format(
-				'SELECT %s::pg_catalog.oid AS src, %s AS customer_id, %s AS order_id, %s AS placed_at, %s AS amount, %s AS state, '
+				'SELECT %s AS customer_id, %s AS placed_at, %s AS amount, %s AS state, '
 				'COALESCE(%s, 0) AS refunded_amount, %s AS discounted, %s AS cost FROM %s t WHERE t.%I IS NOT NULL%s',
-				s.relation::pg_catalog.oid,
 				@extschema@._column_expr(s.relation, 't', c->>'customer', 'text', o),
-				@extschema@._column_expr(s.relation, 't', c->>'order_id', 'text', o),
 				@extschema@._column_expr(s.relation, 't', c->>'placed_at', 'time', o),
 				@extschema@._column_expr(s.relation, 't', c->>'amount', 'amount', o),
 				CASE WHEN c ? 'status' THEN pg_catalog.format(
@@ -163,8 +162,7 @@ BEGIN
 				 ELSE '' END;
 
 	q := 'WITH order_rows AS (' || COALESCE(NULLIF(pg_catalog.array_to_string(order_parts, ' UNION ALL '), ''),
-		'SELECT NULL::pg_catalog.oid AS src, NULL::pg_catalog.text AS customer_id, NULL::pg_catalog.text AS order_id, '
-		'NULL::pg_catalog.timestamptz AS placed_at, NULL::pg_catalog.numeric AS amount, NULL::pg_catalog.text AS state, '
+		'SELECT NULL::pg_catalog.text AS customer_id, NULL::pg_catalog.timestamptz AS placed_at, NULL::pg_catalog.numeric AS amount, NULL::pg_catalog.text AS state, '
 		'NULL::pg_catalog.numeric AS refunded_amount, false AS discounted, NULL::pg_catalog.numeric AS cost WHERE false') || '),
 ord AS (
 	SELECT customer_id,
