@@ -184,9 +184,12 @@ SELECT segments.ack_message(:c4_msg, 1, 'provider-1', '2026-03-02 13:12:30+00') 
 SELECT state, provider_message_id, sent_at FROM segments.outbox WHERE message_id = :c4_msg;
 SELECT event, channel, message_id = :'c4_msg' AS right_message, occurred_at FROM segments.engagement_events WHERE customer_id = 'c4';
 SELECT segments.ack_message(-1, 1);
--- c5's reminder waited past its not-after (21:30): it is never handed out
-SELECT count(*) FROM segments.claim_messages('email', 10, 'sender-a', '2026-03-02 23:00+00');
-SELECT state FROM segments.outbox WHERE message_id = :c5_msg;
+-- c5's reminder, held back at 13:10 by quiet hours in Tokyo, goes out at 08:00
+-- there (23:00 UTC): the deferral moved its window (not-after 21:30) along,
+-- defer never drops
+SELECT count(*) FROM segments.claim_messages('email', 10, 'sender-a', '2026-03-02 22:59+00');
+SELECT customer_id, attempt FROM segments.claim_messages('email', 10, 'sender-a', '2026-03-02 23:00+00');
+SELECT state, not_before, not_after FROM segments.outbox WHERE message_id = :c5_msg;
 
 -- a Telegram campaign for the rest (cap shortened so one buyer can get several)
 SELECT segments.set_setting('frequency_cap_telegram', '1 minute');
@@ -227,6 +230,22 @@ SELECT attempt FROM segments.claim_messages('telegram', 10, NULL, '2026-03-02 13
 SELECT count(*) FROM segments.claim_messages('telegram', 10, NULL, '2026-03-02 14:02+00');
 SELECT state, attempt, last_error FROM segments.outbox WHERE campaign_id = 'ping' ORDER BY message_id;
 SELECT segments.reset_setting('frequency_cap_telegram');
+-- settings the stop rules could not use are refused up front
+SELECT segments.set_setting('quiet_hours_start', '24:00');
+SELECT segments.set_setting('quiet_hours_end', '07:59:30');
+SELECT segments.set_setting('unknown_zone_margin', '13 hours');
+SELECT segments.set_setting('outbox_max_attempts', '0');
+-- the margin guardrail: no max_offer_percent means no discount, even when the
+-- buyer's margin would allow one
+SELECT segments.create_campaign('margin', 'wallet_credit', holdout_percent => 0, min_margin_percent => 20);
+SELECT segments.add_campaign_step('margin', '0', 'telegram', 'margin_offer', offer_percent => 10);
+SELECT segments.set_campaign_status('margin', 'active');
+UPDATE segments.campaign SET activated_at = '2026-03-01' WHERE campaign_id = 'margin';
+SELECT segments.track_wallet('c3', 5, 'gift', '2026-03-02 14:10+00');
+SELECT queued, skipped FROM segments.tick('2026-03-02 14:11+00');
+SELECT decision, reason, facts->>'offer_percent' AS offer, facts->>'max_offer_percent' AS max_offer
+  FROM segments.decision_log WHERE campaign_id = 'margin';
+SELECT segments.set_campaign_status('margin', 'archived');
 SELECT segments.reset_setting('outbox_max_attempts');
 SELECT count(*) AS settings_markers FROM segments.customer_changes WHERE key_kind = 'settings';
 SELECT * FROM segments.claim_messages('email', 0);

@@ -1018,6 +1018,8 @@ INSERT INTO @extschema@.setting_default (name, value, value_type, description, r
 	 'Back-off after the first failed attempt; doubles with every further attempt', false),
 	('tick_run_retention', '14 days', 'pg_catalog.interval',
 	 'How long tick_runs keeps its rows', false),
+	('signal_lookback', '15 minutes', 'pg_catalog.interval',
+	 'How far behind the last tick signals are read again, for events committed late (each signal still enrolls once)', false),
 	('shop_link', '', 'pg_catalog.text',
 	 'The destination link of steps that link to the shop', false),
 	('product_link_template', '', 'pg_catalog.text',
@@ -1058,6 +1060,17 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	ELSIF vtype = 'pg_catalog.int4'::pg_catalog.regtype AND new_value::pg_catalog.int4 < 0 THEN
 		RAISE EXCEPTION 'setting "%" must not be negative', setting_name
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF setting_name = 'outbox_max_attempts' AND new_value::pg_catalog.int4 < 1 THEN
+		RAISE EXCEPTION 'setting "outbox_max_attempts" must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF setting_name IN ('quiet_hours_start', 'quiet_hours_end')
+		  AND (new_value::pg_catalog.time >= '24:00'::pg_catalog.time
+			   OR pg_catalog.date_part('second', new_value::pg_catalog.time) <> 0) THEN
+		RAISE EXCEPTION 'setting "%" must be a whole minute of the day, 00:00 to 23:59', setting_name
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF setting_name = 'unknown_zone_margin' AND new_value::pg_catalog.interval > '12 hours'::pg_catalog.interval THEN
+		RAISE EXCEPTION 'setting "unknown_zone_margin" must be at most 12 hours'
 			USING ERRCODE = 'invalid_parameter_value';
 	ELSIF setting_name = 'watch_days'
 		  AND (pg_catalog.array_ndims(new_value::pg_catalog.int4[]) IS DISTINCT FROM 1
@@ -1285,6 +1298,7 @@ CREATE TABLE @extschema@.enrollment (
 	stop_reason pg_catalog.text,
 	next_step_no pg_catalog.int4,
 	next_due_at pg_catalog.timestamptz,
+	step_not_after pg_catalog.timestamptz,
 	UNIQUE (campaign_id, customer_id, signal_key),
 	CHECK ((state = 'active') = (next_due_at IS NOT NULL))
 );
@@ -1855,6 +1869,7 @@ DECLARE
 	first_delay pg_catalog.interval;
 	n pg_catalog.int4;
 	total pg_catalog.int4 := 0;
+	lookback pg_catalog.interval := @extschema@.setting_value('signal_lookback')::pg_catalog.interval;
 BEGIN
 	-- FOR SHARE: set_campaign_status() waits for us, and we see its result
 	FOR c IN SELECT * FROM @extschema@.campaign x
@@ -1867,7 +1882,20 @@ BEGIN
 		  FROM @extschema@.campaign_step s WHERE s.campaign_id = c.campaign_id ORDER BY s.step_no LIMIT 1;
 		CONTINUE WHEN first_no IS NULL;
 		-- signals before the campaign was switched on never enroll anyone
-		from_t := COALESCE(GREATEST(since, c.activated_at, c.starts_at), as_of);
+		-- the look-back catches events stamped before the last tick but
+		-- committed after it read them; signal_key keeps them from enrolling twice
+		from_t := COALESCE(GREATEST(since - lookback, c.activated_at, c.starts_at), as_of);
+		IF c.signal IN ('cart_abandoned', 'checkout_abandoned') THEN
+			-- the buyer came back and left again: the newer abandonment
+			-- restarts the sequence instead of being blocked by the old one
+			EXECUTE format($q$
+				UPDATE @extschema@.enrollment e
+				   SET state = 'stopped', stop_reason = 'superseded', next_due_at = NULL, next_step_no = NULL
+				  FROM (%s) AS s (customer_id, signal_key, signal_at, cart_id, product_id)
+				 WHERE e.campaign_id = $6 AND e.customer_id = s.customer_id AND e.state = 'active'
+				   AND e.signal_at < s.signal_at$q$, @extschema@._signal_sql(c.signal))
+			USING as_of, from_t, first_delay, c.signal_segment, c.broadcast_at, c.campaign_id;
+		END IF;
 		EXECUTE format($q$
 			INSERT INTO @extschema@.enrollment AS e (campaign_id, customer_id, signal_key, signal_at, enrolled_at,
 				holdout, cart_id, product_id, next_step_no, next_due_at)
@@ -1884,7 +1912,9 @@ BEGIN
 								WHERE m.customer_id = s.customer_id AND m.segment_id = ANY ($11))
 			   AND NOT EXISTS (SELECT FROM @extschema@.enrollment x
 								WHERE x.campaign_id = $6 AND x.customer_id = s.customer_id
-								  AND (x.state = 'active' OR x.enrolled_at > $1 - make_interval(days => $12)))
+								  AND (x.state = 'active'
+									   OR (x.enrolled_at > $1 - make_interval(days => $12)
+										   AND COALESCE(x.stop_reason, '') NOT IN ('superseded', 'cart_changed', 'cart_emptied'))))
 			 ORDER BY s.customer_id, s.signal_at DESC
 			ON CONFLICT (campaign_id, customer_id, signal_key) DO NOTHING$q$,
 			@extschema@._signal_sql(c.signal))
@@ -1957,7 +1987,8 @@ BEGIN
 				   e.holdout, e.cart_id, e.product_id,
 				   c.status, c.expires_at, c.max_offer_percent, c.min_margin_percent,
 				   s.channel::pg_catalog.text AS channel, s.message_key, s.link, s.offer_percent,
-				   e.signal_at + s.delay + COALESCE(s.valid_for, st.step_valid_for) AS not_after,
+				   COALESCE(e.step_not_after, e.signal_at + s.delay + COALESCE(s.valid_for, st.step_valid_for)) AS not_after,
+				   COALESCE(s.valid_for, st.step_valid_for) AS valid_for,
 				   f.last_order_at, f.cart_id AS current_cart, f.cart_updated_at, f.cart_value, f.cart_link,
 				   f.last_bounced_at, f.last_complained_at, f.consecutive_ignored, f.time_zone,
 				   f.margin, f.net_revenue, f.wallet_balance,
@@ -1982,7 +2013,9 @@ BEGIN
 			seen := seen + 1;
 			due := due + 1;
 			cap := @extschema@._frequency_cap(r.channel, st.cap_email, st.cap_sms, st.cap_telegram, st.cap_push);
-			max_offer := CASE WHEN r.min_margin_percent IS NOT NULL AND r.margin IS NOT NULL AND r.net_revenue > 0
+			-- NULL max_offer_percent: no discounts at all (LEAST would skip the NULL)
+			max_offer := CASE WHEN r.max_offer_percent IS NOT NULL AND r.min_margin_percent IS NOT NULL
+								   AND r.margin IS NOT NULL AND r.net_revenue > 0
 							  THEN LEAST(r.max_offer_percent, r.margin / r.net_revenue * 100 - r.min_margin_percent)
 							  ELSE r.max_offer_percent END;
 			cart := @extschema@._cart_state(r.cart_id, r.signal_at, r.current_cart, r.cart_updated_at, r.last_order_at);
@@ -2052,7 +2085,12 @@ BEGIN
 					'offer_percent', r.offer_percent, 'max_offer_percent', max_offer, 'in_stock', r.in_stock,
 					'holdout', r.holdout, 'campaign_status', r.status)));
 			IF d.decision = 'defer' THEN
-				UPDATE @extschema@.enrollment e SET next_due_at = d.defer_until WHERE e.enrollment_id = r.enrollment_id;
+				-- defer, never drop: waiting past the step's window moves the
+				-- window with it
+				UPDATE @extschema@.enrollment e
+				   SET next_due_at = d.defer_until,
+					   step_not_after = GREATEST(r.not_after, d.defer_until + r.valid_for)
+				 WHERE e.enrollment_id = r.enrollment_id;
 			ELSIF d.stops_enrollment THEN
 				UPDATE @extschema@.enrollment e
 				   SET state = 'stopped', stop_reason = d.reason, next_due_at = NULL, next_step_no = NULL
@@ -2066,7 +2104,8 @@ BEGIN
 					UPDATE @extschema@.enrollment e SET state = 'completed', next_due_at = NULL, next_step_no = NULL
 					 WHERE e.enrollment_id = r.enrollment_id;
 				ELSE
-					UPDATE @extschema@.enrollment e SET next_step_no = next_no, next_due_at = r.signal_at + next_delay
+					UPDATE @extschema@.enrollment e
+					   SET next_step_no = next_no, next_due_at = r.signal_at + next_delay, step_not_after = NULL
 					 WHERE e.enrollment_id = r.enrollment_id;
 				END IF;
 			END IF;
@@ -2137,7 +2176,7 @@ BEGIN
 			PERFORM pg_notify('segments_outbox', ch);
 		END LOOP;
 		UPDATE @extschema@.tick_state t
-		   SET watermark = GREATEST(t.watermark, as_of), last_run_id = _tick_work.run_id;
+		   SET watermark = as_of, last_run_id = _tick_work.run_id;
 		UPDATE @extschema@.tick_runs r
 		   SET status = 'succeeded', finished_at = clock_timestamp(),
 			   customers_refreshed = fr.customers_changed, segment_enters = ev.entered, segment_exits = ev.exited,
@@ -2223,7 +2262,14 @@ BEGIN
 	-- the run row survives a crash of the work below, marked running; the
 	-- next tick records it as failed
 	COMMIT;
-	PERFORM @extschema@._tick_work(rid, t);
+	BEGIN
+		PERFORM @extschema@._tick_work(rid, t);
+	EXCEPTION WHEN OTHERS OR QUERY_CANCELED THEN
+		-- _tick_work records its own failures; this is a cancel or a bug:
+		-- never leave the session's tick lock behind
+		PERFORM @extschema@._tick_session_end();
+		RAISE;
+	END;
 	COMMIT;
 	PERFORM @extschema@._tick_session_end();
 END
@@ -2307,6 +2353,9 @@ BEGIN
 			   lease_until = CASE WHEN k.decision = 'send' THEN t + lease END,
 			   leased_by = CASE WHEN k.decision = 'send' THEN consumer ELSE o.leased_by END,
 			   not_before = CASE WHEN k.decision = 'defer' THEN k.defer_until ELSE o.not_before END,
+			   not_after = CASE WHEN k.decision = 'defer'
+								THEN GREATEST(o.not_after, k.defer_until + (o.not_after - o.not_before))
+								ELSE o.not_after END,
 			   last_error = CASE WHEN k.decision = 'send' AND o.attempt >= max_attempts
 								 THEN format('lease expired %s times without an acknowledgement', o.attempt)
 								 WHEN k.decision = 'skip' THEN k.reason
