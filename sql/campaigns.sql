@@ -283,6 +283,19 @@ SELECT segments.set_campaign_status('cart_recovery', 'archived');
 SELECT segments.set_campaign_status('cart_recovery', 'active');
 SELECT count(*) FILTER (WHERE state = 'active') AS active_left FROM segments.enrollment WHERE campaign_id = 'cart_recovery';
 
+-- the owner deletes a step buyers are waiting for: they go on with the next
+SELECT segments.create_campaign('edited', 'wallet_credit', holdout_percent => 0);
+SELECT segments.add_campaign_step('edited', '1 hour', 'email', 'first'),
+	   segments.add_campaign_step('edited', '2 hours', 'email', 'second');
+SELECT segments.set_campaign_status('edited', 'active');
+UPDATE segments.campaign SET activated_at = '2026-03-01' WHERE campaign_id = 'edited';
+SELECT segments.track_wallet('c5', 5, 'gift', '2026-03-06 12:10+00');
+SELECT enrolled FROM segments.tick('2026-03-06 12:11+00');
+DELETE FROM segments.campaign_step WHERE campaign_id = 'edited' AND step_no = 1;
+SELECT steps_due FROM segments.tick('2026-03-06 13:30+00');
+SELECT state, next_step_no, next_due_at FROM segments.enrollment WHERE campaign_id = 'edited';
+SELECT segments.set_campaign_status('edited', 'archived');
+
 SELECT step_no, stage, decision, reason, enrollment_state, message_state FROM segments.explain_campaign('c2', 'cart_recovery');
 SELECT step_no, stage, decision, reason, enrollment_state, facts->>'consent' AS consent
   FROM segments.explain_campaign('c3', 'cart_recovery') ORDER BY decided_at, step_no LIMIT 2;

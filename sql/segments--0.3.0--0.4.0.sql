@@ -1997,7 +1997,7 @@ BEGIN
 							WHERE o.enrollment_id = e.enrollment_id AND o.step_no = e.next_step_no) AS already_sent
 			  FROM @extschema@.enrollment e
 			  JOIN @extschema@.campaign c ON c.campaign_id = e.campaign_id
-			  JOIN @extschema@.campaign_step s ON s.campaign_id = e.campaign_id AND s.step_no = e.next_step_no
+			  LEFT JOIN @extschema@.campaign_step s ON s.campaign_id = e.campaign_id AND s.step_no = e.next_step_no
 			  LEFT JOIN @extschema@.customer_facts f ON f.customer_id = e.customer_id
 			  LEFT JOIN @extschema@.contact_log cl ON cl.customer_id = e.customer_id AND cl.channel = s.channel
 			  LEFT JOIN @extschema@.product_stock ps ON ps.product_id = e.product_id AND s.link = 'product'
@@ -2011,6 +2011,19 @@ BEGIN
 			 FOR UPDATE OF e
 		LOOP
 			seen := seen + 1;
+			IF r.message_key IS NULL THEN
+				-- the owner deleted or renumbered this step: go on with the next
+				-- one, never leave the enrollment stuck
+				next_no := NULL;
+				SELECT s.step_no, s.delay INTO next_no, next_delay
+				  FROM @extschema@.campaign_step s
+				 WHERE s.campaign_id = r.campaign_id AND s.step_no > r.step_no ORDER BY s.step_no LIMIT 1;
+				UPDATE @extschema@.enrollment e
+				   SET state = CASE WHEN next_no IS NULL THEN 'completed' ELSE 'active' END,
+					   next_step_no = next_no, next_due_at = r.signal_at + next_delay, step_not_after = NULL
+				 WHERE e.enrollment_id = r.enrollment_id;
+				CONTINUE;
+			END IF;
 			due := due + 1;
 			cap := @extschema@._frequency_cap(r.channel, st.cap_email, st.cap_sms, st.cap_telegram, st.cap_push);
 			-- NULL max_offer_percent: no discounts at all (LEAST would skip the NULL)
