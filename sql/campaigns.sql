@@ -59,6 +59,11 @@ SELECT pg_temp.decide('2026-03-02 09:30+00', time_zone => z) AS at_0930_utc,
 -- no quiet hours when start = end; quiet hours within one day
 SELECT pg_temp.decide('2026-03-02 23:00+00', quiet_start => 0, quiet_end => 0) AS no_quiet_hours,
 	   pg_temp.decide('2026-03-02 12:00+00', quiet_start => 12 * 60, quiet_end => 14 * 60) AS lunch_break;
+-- a POSIX string is not an IANA zone: "UTC+3" would mean three hours behind
+SELECT pg_temp.decide('2026-03-02 06:30+00', time_zone => z) AS posix_is_unknown
+  FROM unnest('{UTC+3,<+03>-3,Etc/GMT-3}'::text[]) z;
+-- quiet hours of 23 h for an unknown zone: the margin never narrows them
+SELECT pg_temp.decide('2026-03-02 12:00+00', time_zone => NULL, quiet_start => 12 * 60 + 30, quiet_end => 11 * 60 + 30) AS long_quiet;
 SELECT pg_temp.decide('2026-03-02 10:00+00', quiet_start => 1440);
 SELECT segments.decide_step(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
@@ -117,6 +122,11 @@ SELECT segments.add_campaign_step('thanks', '2 days', 'email', 'thank_you');
 SELECT segments.add_campaign_step('thanks', '1 day', 'email', 'too_early');
 SELECT segments.add_campaign_step('thanks', '3 days', 'pigeon', 'x');
 SELECT segments.add_campaign_step('nope', '3 days', 'email', 'x');
+SELECT segments.add_campaign_step('thanks', '3 days', 'email', 'x', link => 'moon');
+SELECT segments.add_campaign_step('thanks', NULL, 'email', 'x');
+SELECT segments.add_campaign_step('thanks', '3 days', 'email', NULL);
+SELECT segments.create_campaign('x', 'order_completed', audience_mode => 'most');
+SELECT segments.create_campaign('x', 'order_completed', starts_at => '2026-03-02', expires_at => '2026-03-01');
 SELECT segments.set_campaign_status('thanks', 'running');
 SELECT segments.set_campaign_status('nope', 'active');
 

@@ -1606,6 +1606,13 @@ BEGIN
 	IF reentry_days IS NULL OR reentry_days < 0 THEN
 		RAISE EXCEPTION 'reentry_days must be 0 or more' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	IF audience_mode IS NULL OR audience_mode NOT IN ('any', 'primary') THEN
+		RAISE EXCEPTION 'audience_mode must be any or primary, not %', COALESCE(audience_mode, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF expires_at <= starts_at THEN
+		RAISE EXCEPTION 'expires_at must be after starts_at' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
 	PERFORM @extschema@._check_segments(pg_catalog.array_remove(ARRAY[signal_segment], NULL)
 		OPERATOR(pg_catalog.||) COALESCE(audience_segments, '{}') OPERATOR(pg_catalog.||) COALESCE(exclude_segments, '{}'),
 		'campaign ' OPERATOR(pg_catalog.||) pg_catalog.quote_literal(campaign_id));
@@ -1636,6 +1643,22 @@ BEGIN
 	PERFORM FROM @extschema@.campaign c WHERE c.campaign_id = add_campaign_step.campaign_id FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'campaign "%" does not exist', campaign_id USING ERRCODE = 'undefined_object';
+	END IF;
+	IF delay IS NULL OR delay < '0'::pg_catalog.interval THEN
+		RAISE EXCEPTION 'a step''s delay must be zero or more, not %', COALESCE(delay::pg_catalog.text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF message_key IS NULL OR message_key = '' THEN
+		RAISE EXCEPTION 'a step needs a message_key' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF link IS NULL OR link NOT IN ('cart', 'product', 'wallet', 'referral', 'shop', 'none') THEN
+		RAISE EXCEPTION 'unknown link "%"', link
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Links are cart, product, wallet, referral, shop and none.';
+	END IF;
+	IF offer_percent <= 0 OR offer_percent > 100 OR valid_for <= '0'::pg_catalog.interval THEN
+		RAISE EXCEPTION 'offer_percent must be above 0 and at most 100, valid_for positive'
+			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	SELECT COALESCE(pg_catalog.max(s.step_no), 0) + 1, pg_catalog.max(s.delay) INTO next_no, last_delay
 	  FROM @extschema@.campaign_step s WHERE s.campaign_id = add_campaign_step.campaign_id;

@@ -113,6 +113,11 @@ minutes_arg(FunctionCallInfo fcinfo, int argno, const char *what)
 /*
  * Resolve an IANA zone name; NULL when the name is unknown or empty.
  * pg_tzset() keeps its own cache, so repeated names cost a hash lookup.
+ *
+ * pg_tzset() also accepts POSIX TZ strings, where "UTC+3" means three hours
+ * *behind* UTC: a buyer's "UTC+3" from a shop form would put quiet hours six
+ * hours off.  Outside the tz database's own area names (which have a '/'),
+ * a sign or an angle bracket marks such a string; treat it as unknown.
  */
 static pg_tz *
 lookup_zone(text *name)
@@ -123,6 +128,9 @@ lookup_zone(text *name)
 		VARSIZE_ANY_EXHDR(name) >= TZ_STRLEN_MAX)
 		return NULL;
 	cname = text_to_cstring(name);
+	if (strchr(cname, '/') == NULL && strpbrk(cname, "+-<>") != NULL &&
+		strcmp(cname, "GMT+0") != 0 && strcmp(cname, "GMT-0") != 0)
+		return NULL;
 	return pg_tzset(cname);
 }
 
@@ -213,6 +221,8 @@ quiet_hours_deferral(FunctionCallInfo fcinfo, TimestampTz t)
 
 			if (quiet_length + 2 * margin >= MINUTES_PER_DAY - 60)
 				margin = (MINUTES_PER_DAY - 60 - quiet_length) / 2;	/* keep an hour open */
+			if (margin < 0)
+				margin = 0;		/* already under an hour open: never narrow it */
 			start = (start - margin + MINUTES_PER_DAY) % MINUTES_PER_DAY;
 			end = (end + margin) % MINUTES_PER_DAY;
 		}
