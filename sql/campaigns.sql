@@ -77,11 +77,14 @@ SELECT segments.quiet_hours_end('2026-03-08 04:00+00', 'America/New_York', 22 * 
 SELECT segments.quiet_hours_end('2026-03-29 00:30+00', 'Europe/Berlin', 21 * 60, 8 * 60) AS berlin_spring,
 	   segments.quiet_hours_end('2026-03-02 12:00+00', 'Europe/Berlin', 21 * 60, 8 * 60) AS daytime_is_now,
 	   segments.quiet_hours_end('2026-03-02 12:00+00', 'Nowhere/City', 21 * 60, 8 * 60) AS unknown_zone;
--- the result is never inside the window: every 20 minutes of a year in four zones
+-- the result is never inside the window, and it is the first minute out of
+-- it: every 20 minutes of a year in four zones
 SELECT z, count(*) AS instants,
 	   count(*) FILTER (WHERE e < t) AS went_backwards,
 	   count(*) FILTER (WHERE extract(hour FROM e AT TIME ZONE z) * 60 + extract(minute FROM e AT TIME ZONE z) >= 21 * 60
-					   OR extract(hour FROM e AT TIME ZONE z) < 8) AS ended_inside
+					   OR extract(hour FROM e AT TIME ZONE z) < 8) AS ended_inside,
+	   count(*) FILTER (WHERE e > t AND NOT (extract(hour FROM (e - interval '1 minute') AT TIME ZONE z) >= 21
+											 OR extract(hour FROM (e - interval '1 minute') AT TIME ZONE z) < 8)) AS later_than_needed
   FROM unnest('{America/New_York,Europe/Berlin,Australia/Lord_Howe,Asia/Kathmandu}'::text[]) z,
 	   generate_series('2026-01-01 00:00+00'::timestamptz, '2026-12-31 23:40+00', '20 minutes') t,
 	   LATERAL segments.quiet_hours_end(t, z, 21 * 60, 8 * 60) e
@@ -323,9 +326,15 @@ SELECT segments.create_campaign('carts2', 'cart_abandoned', holdout_percent => 0
 SELECT segments.add_campaign_step('carts2', '1 hour', 'email', 'cart_reminder', 'cart');
 SELECT segments.set_campaign_status('carts2', 'active');
 UPDATE segments.campaign SET activated_at = '2026-03-01' WHERE campaign_id = 'carts2';
-SELECT (SELECT watermark FROM segments.tick_state) AS watermark_before \gset
+SELECT (SELECT watermark FROM segments.tick_state) AS watermark_before,
+	   (SELECT count(*) FROM segments.enrollment) || '/' || (SELECT count(*) FROM segments.outbox) || '/'
+	   || (SELECT count(*) FROM segments.decision_log) || '/' || (SELECT count(*) FROM segments.customer_changes) AS rows_before \gset
 SELECT status, error FROM segments.tick('2026-03-07 10:00+00');
-SELECT watermark = :'watermark_before' AS watermark_unmoved FROM segments.tick_state;
+SELECT watermark = :'watermark_before' AS watermark_unmoved,
+	   (SELECT count(*) FROM segments.enrollment) || '/' || (SELECT count(*) FROM segments.outbox) || '/'
+	   || (SELECT count(*) FROM segments.decision_log) || '/' || (SELECT count(*) FROM segments.customer_changes)
+	   = :'rows_before' AS nothing_else_changed
+  FROM segments.tick_state;
 DROP TRIGGER boom ON segments.enrollment;
 SELECT status, enrolled FROM segments.tick('2026-03-07 10:01+00');
 SELECT status, error IS NOT NULL AS has_error FROM segments.tick_runs ORDER BY run_id DESC LIMIT 2;

@@ -2610,11 +2610,12 @@ BEGIN
 	END IF;
 	RETURN QUERY
 	SELECT e.enrollment_id, e.signal_key, e.enrolled_at, COALESCE(e.stop_reason, e.state), dl.step_no, dl.channel,
-		   dl.decided_at, dl.stage, dl.decision, dl.reason, dl.defer_until, o.state, dl.facts
+		   dl.decided_at, dl.stage, dl.decision, dl.reason, dl.defer_until, o.state, COALESCE(dl.facts, '{}')
 	  FROM @extschema@.enrollment e
-	  JOIN @extschema@.decision_log dl ON dl.enrollment_id = e.enrollment_id
+	  LEFT JOIN @extschema@.decision_log dl ON dl.enrollment_id = e.enrollment_id
 	  LEFT JOIN @extschema@.outbox o ON o.message_id = dl.message_id
 	 WHERE e.customer_id = cust AND e.campaign_id = c.campaign_id
+	   AND (dl.decision_id IS NOT NULL OR e.state <> 'active')
 	UNION ALL
 	SELECT e.enrollment_id, e.signal_key, e.enrolled_at, e.state, e.next_step_no, s.channel::pg_catalog.text,
 		   NULL, NULL, 'pending', 'due', e.next_due_at, NULL, '{}'::pg_catalog.jsonb
@@ -2625,8 +2626,13 @@ BEGIN
 	IF FOUND THEN
 		RETURN;
 	END IF;
-	SELECT pg_catalog.array_agg(m.segment_id ORDER BY m.segment_id) INTO member_of
-	  FROM @extschema@.segment_membership m WHERE m.customer_id = cust;
+	IF c.audience_mode = 'primary' THEN
+		SELECT pg_catalog.array_agg(p.segment_id) INTO member_of
+		  FROM @extschema@.customer_primary_segment p WHERE p.customer_id = cust;
+	ELSE
+		SELECT pg_catalog.array_agg(m.segment_id ORDER BY m.segment_id) INTO member_of
+		  FROM @extschema@.segment_membership m WHERE m.customer_id = cust;
+	END IF;
 	RETURN QUERY SELECT NULL::pg_catalog.int8, NULL::pg_catalog.text, NULL::pg_catalog.timestamptz, 'not_enrolled',
 		NULL::pg_catalog.int4, NULL::pg_catalog.text, NULL::pg_catalog.timestamptz, NULL::pg_catalog.text,
 		'skip',
