@@ -2412,7 +2412,13 @@ BEGIN
 		UPDATE @extschema@.enrollment e
 		   SET state = 'stopped', stop_reason = s.reason, next_due_at = NULL, next_step_no = NULL
 		  FROM settled s
-		 WHERE s.stops_enrollment AND e.enrollment_id = s.enrollment_id AND e.state = 'active')
+		 WHERE s.stops_enrollment AND e.enrollment_id = s.enrollment_id AND e.state = 'active'),
+	-- a message held back now goes out later: the frequency cap counts from then
+	capped AS (
+		UPDATE @extschema@.contact_log cl
+		   SET last_queued_at = GREATEST(cl.last_queued_at, s.defer_until)
+		  FROM settled s
+		 WHERE s.decision = 'defer' AND cl.customer_id = s.customer_id AND cl.channel = s.channel)
 	SELECT s.message_id, s.attempt, s.customer_id, s.message_key, s.variables, s.idempotency_key,
 		   s.not_after, s.lease_until
 	  FROM settled s
