@@ -656,6 +656,14 @@ $$;
 COMMENT ON FUNCTION @extschema@.refresh_score_breaks(pg_catalog.timestamptz) IS
 'Recomputes percentile and RFM breakpoints over all buyers; queues the customers near a moved breakpoint that some rule can notice; returns how many';
 
+-- segment_history is read by segment and time (the campaigns'
+-- segment_entered and went_quiet signals: segment_history_segment_at). The
+-- index on (customer_id, at) served only ad hoc per-customer lookups, yet
+-- every enter and exit paid a random insert into it: a third of the index
+-- writes of a history row, the one that misses the cache at 1 M customers.
+-- A shop that looks up history per customer often can create it again.
+DROP INDEX @extschema@.segment_history_customer;
+
 -- The statement that evaluates every enabled segment for the customers in
 -- $1 (all when NULL) as of $2, and writes only the differences. The watch
 -- instants are plain function calls (no subquery per customer), and only
@@ -705,7 +713,7 @@ watch_cleared AS (
 fresh AS (
 	SELECT f.customer_id, v.segment_id
 	  FROM f CROSS JOIN LATERAL pg_catalog.unnest(pg_catalog.array_remove(%3$s, NULL)) v(segment_id)),
-cur AS (SELECT m.segment_id, m.customer_id FROM @extschema@.segment_membership m
+cur AS (SELECT m.ctid AS tid, m.segment_id, m.customer_id FROM @extschema@.segment_membership m
 		 WHERE m.segment_id NOT IN (SELECT x.segment_id FROM @extschema@.segment_compiled x WHERE x.error IS NOT NULL)%4$s),
 entered AS (
 	INSERT INTO @extschema@.segment_membership (segment_id, customer_id, since)
@@ -714,7 +722,7 @@ entered AS (
 	RETURNING segment_id, customer_id),
 exited AS (
 	DELETE FROM @extschema@.segment_membership m USING cur c
-	 WHERE m.segment_id = c.segment_id AND m.customer_id = c.customer_id
+	 WHERE %8$s
 	   AND NOT EXISTS (SELECT FROM fresh n WHERE n.segment_id = c.segment_id AND n.customer_id = c.customer_id)
 	RETURNING m.segment_id, m.customer_id),
 logged AS (
@@ -734,7 +742,11 @@ $sql$,
 		CASE WHEN keyed THEN ' AND m.customer_id = ANY($1)' ELSE '' END,
 		COALESCE(watches, 'NULL::pg_catalog.timestamptz'),
 		CASE WHEN keyed THEN 'w.customer_id = ANY($1) AND' ELSE '' END,
-		CASE WHEN keyed THEN ' AND o.customer_id = ANY($1)' ELSE '' END);
+		CASE WHEN keyed THEN ' AND o.customer_id = ANY($1)' ELSE '' END,
+		-- a few thousand exits: each row found again by where cur read it,
+		-- not by a second index lookup; everyone: a hash join on the key
+		CASE WHEN keyed THEN 'm.ctid = c.tid'
+			 ELSE 'm.segment_id = c.segment_id AND m.customer_id = c.customer_id' END);
 END
 $$;
 
@@ -767,7 +779,9 @@ COMMENT ON FUNCTION @extschema@._evaluation_sql_cached(pg_catalog.bool) IS
 
 -- Runs the keyed statement. A tick evaluates a few to a few thousand
 -- customers; around a thousand the estimate crosses jit_above_cost and JIT
--- compilation alone would cost more than the whole statement.
+-- compilation alone would cost more than the whole statement. The
+-- membership diff of a few thousand rows hashes rather than sorting both
+-- sides of it twice for merge joins.
 CREATE FUNCTION @extschema@._evaluate_keyed(keys pg_catalog.text[], as_of pg_catalog.timestamptz,
 	evaluation_id pg_catalog.int8,
 	OUT customers pg_catalog.int8, OUT entered pg_catalog.int8, OUT exited pg_catalog.int8,
@@ -776,6 +790,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on
 SET jit = off
+SET enable_mergejoin = off
 AS $$
 BEGIN
 	EXECUTE @extschema@._evaluation_sql_cached(true)
