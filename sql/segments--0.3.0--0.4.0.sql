@@ -656,6 +656,21 @@ $$;
 COMMENT ON FUNCTION @extschema@.refresh_score_breaks(pg_catalog.timestamptz) IS
 'Recomputes percentile and RFM breakpoints over all buyers; queues the customers near a moved breakpoint that some rule can notice; returns how many';
 
+-- segment_membership is keyed by customer first. Each tick reads the
+-- memberships of the customers it evaluates and writes their enters and
+-- exits: with (customer_id, segment_id) as the primary key that read is an
+-- index-only scan of one leaf page per customer, and each enter lands in
+-- the leaf just read; the per-segment index on segment_id (deduplicated,
+-- a few MB) takes each new row at the end of its segment's run. Before,
+-- every enter paid two random index inserts (the (segment_id, customer_id)
+-- key and the customer_id index) and the read went to the heap. Lookups of
+-- one pair use the new key; member lists of a segment the segment index.
+ALTER TABLE @extschema@.segment_membership
+	DROP CONSTRAINT segment_membership_pkey,
+	ADD CONSTRAINT segment_membership_pkey PRIMARY KEY (customer_id, segment_id);
+DROP INDEX @extschema@.segment_membership_customer;
+CREATE INDEX segment_membership_segment ON @extschema@.segment_membership (segment_id);
+
 -- segment_history is read by segment and time (the campaigns'
 -- segment_entered and went_quiet signals: segment_history_segment_at). The
 -- index on (customer_id, at) served only ad hoc per-customer lookups, yet
@@ -713,7 +728,7 @@ watch_cleared AS (
 fresh AS (
 	SELECT f.customer_id, v.segment_id
 	  FROM f CROSS JOIN LATERAL pg_catalog.unnest(pg_catalog.array_remove(%3$s, NULL)) v(segment_id)),
-cur AS (SELECT m.ctid AS tid, m.segment_id, m.customer_id FROM @extschema@.segment_membership m
+cur AS (SELECT m.segment_id, m.customer_id FROM @extschema@.segment_membership m
 		 WHERE m.segment_id NOT IN (SELECT x.segment_id FROM @extschema@.segment_compiled x WHERE x.error IS NOT NULL)%4$s),
 entered AS (
 	INSERT INTO @extschema@.segment_membership (segment_id, customer_id, since)
@@ -722,7 +737,7 @@ entered AS (
 	RETURNING segment_id, customer_id),
 exited AS (
 	DELETE FROM @extschema@.segment_membership m USING cur c
-	 WHERE %8$s
+	 WHERE m.customer_id = c.customer_id AND m.segment_id = c.segment_id
 	   AND NOT EXISTS (SELECT FROM fresh n WHERE n.segment_id = c.segment_id AND n.customer_id = c.customer_id)
 	RETURNING m.segment_id, m.customer_id),
 logged AS (
@@ -742,11 +757,7 @@ $sql$,
 		CASE WHEN keyed THEN ' AND m.customer_id = ANY($1)' ELSE '' END,
 		COALESCE(watches, 'NULL::pg_catalog.timestamptz'),
 		CASE WHEN keyed THEN 'w.customer_id = ANY($1) AND' ELSE '' END,
-		CASE WHEN keyed THEN ' AND o.customer_id = ANY($1)' ELSE '' END,
-		-- a few thousand exits: each row found again by where cur read it,
-		-- not by a second index lookup; everyone: a hash join on the key
-		CASE WHEN keyed THEN 'm.ctid = c.tid'
-			 ELSE 'm.segment_id = c.segment_id AND m.customer_id = c.customer_id' END);
+		CASE WHEN keyed THEN ' AND o.customer_id = ANY($1)' ELSE '' END);
 END
 $$;
 
