@@ -656,6 +656,29 @@ $$;
 COMMENT ON FUNCTION @extschema@.refresh_score_breaks(pg_catalog.timestamptz) IS
 'Recomputes percentile and RFM breakpoints over all buyers; queues the customers near a moved breakpoint that some rule can notice; returns how many';
 
+-- The keyed refresh after new orders reads every order of each changed
+-- customer: for 1 000 random customers of a 10 M-order shop, ~12 000 rows
+-- on as many heap pages of the shop's table, which we may not index or
+-- cluster. An index scan fetches them one by one in key order; a bitmap
+-- heap scan visits them in block order and, with effective_io_concurrency,
+-- asks the kernel for the next pages ahead of time. Pages not in memory
+-- then arrive in parallel instead of one after the other: 250-340 ms
+-- instead of 500-1 040 ms for the refresh with a cold cache at 1 M
+-- customers, about the same when warm. The keyed statement's other scans
+-- (customers, tracked sources, order lines by order) are ANY(keys) or
+-- per-order lookups that a bitmap scan serves as well. rebuild_facts()
+-- does not go through _write_facts().
+ALTER FUNCTION @extschema@._write_facts(pg_catalog.text[], pg_catalog.timestamptz) SET enable_indexscan = off;
+DO $$
+BEGIN
+	-- platforms without posix_fadvise() accept only 0
+	PERFORM pg_catalog.set_config('effective_io_concurrency', '64', true);
+	ALTER FUNCTION @extschema@._write_facts(pg_catalog.text[], pg_catalog.timestamptz) SET effective_io_concurrency = 64;
+EXCEPTION WHEN invalid_parameter_value THEN
+	NULL;
+END
+$$;
+
 -- segment_membership is keyed by customer first. Each tick reads the
 -- memberships of the customers it evaluates and writes their enters and
 -- exits: with (customer_id, segment_id) as the primary key that read is an
