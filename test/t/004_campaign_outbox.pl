@@ -151,11 +151,26 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM segments.outbox WHERE sta
 my ($ret, $stdout, $stderr) = $node->psql('postgres', q{LISTEN segments_outbox; SELECT status FROM segments.tick();});
 like($stdout . $stderr, qr/notification "segments_outbox" with payload "email"/, 'the tick NOTIFYs senders of the channel');
 
+sub crash_restarts
+{
+	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile);
+	my $n = () = $log =~ /all server processes terminated; reinitializing/g;
+	return $n;
+}
+
 sub kill9_and_wait
 {
 	my ($pid, $what) = @_;
+	my $restarts = crash_restarts();
 	is(kill('KILL', $pid), 1, "SIGKILL $what");
-	# the postmaster restarts every backend; wait until it accepts again
+	# the postmaster notices the death, kills every backend and reinitializes;
+	# only a connection after that counts (one made before it would be cut)
+	my $deadline = time + 180;
+	while (crash_restarts() <= $restarts)
+	{
+		die "the server did not restart after the crash" if time > $deadline;
+		usleep(100_000);
+	}
 	$node->poll_query_until('postgres', 'SELECT 1', '1') or die "server did not come back";
 }
 
