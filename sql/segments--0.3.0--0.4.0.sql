@@ -108,7 +108,22 @@ DECLARE
 	cart_minutes pg_catalog.text := pg_catalog.quote_literal(@extschema@._watch_cart_minutes());
 	ours pg_catalog.text;
 	q pg_catalog.text;
+	native_rel pg_catalog.regclass;
+	native_type pg_catalog.regtype;
+	native_parts pg_catalog.text[] := '{}';
+	tkey pg_catalog.text;
+	canon pg_catalog.text;
+	ord_facts pg_catalog.text := '@extschema@._order_facts(state, placed_at, amount, refunded_amount, discounted, cost) AS f';
 BEGIN
+	-- The shop's one orders table with an integer customer key: its order
+	-- facts are grouped by the key itself and cast to text once per
+	-- customer, not once per order (the cast is injective for integers).
+	-- Grouping by text cost ~11 % of the order aggregate.
+	SELECT x.relation, x.key_type INTO native_rel, native_type
+	  FROM @extschema@.sources x
+	 WHERE x.kind = 'orders' AND NOT x.builtin
+	   AND x.key_type IN ('smallint'::pg_catalog.regtype, 'integer'::pg_catalog.regtype, 'bigint'::pg_catalog.regtype)
+	   AND (SELECT pg_catalog.count(*) FROM @extschema@.sources y WHERE y.kind = 'orders' AND NOT y.builtin) = 1;
 	FOR s IN SELECT * FROM @extschema@.sources ORDER BY builtin, relation::pg_catalog.oid LOOP
 		c := s.columns;
 		o := s.options;
@@ -122,10 +137,9 @@ BEGIN
 					' AND COALESCE(' || @extschema@._column_expr(s.relation, 't', c->>'created_at', 'time', o) || ' <= $2, true)'
 				ELSE '' END;
 		IF s.kind = 'orders' THEN
-			order_parts := order_parts || pg_catalog.format(
-				'SELECT %s AS customer_id, %s AS placed_at, %s AS amount, %s AS state, '
+			part := pg_catalog.format(
+				' AS customer_id, %s AS placed_at, %s AS amount, %s AS state, '
 				'COALESCE(%s, 0) AS refunded_amount, %s AS discounted, %s AS cost FROM %s t WHERE t.%I IS NOT NULL%s',
-				@extschema@._column_expr(s.relation, 't', c->>'customer', 'text', o),
 				@extschema@._column_expr(s.relation, 't', c->>'placed_at', 'time', o),
 				@extschema@._column_expr(s.relation, 't', c->>'amount', 'amount', o),
 				CASE WHEN c ? 'status' THEN pg_catalog.format(
@@ -138,6 +152,24 @@ BEGIN
 				CASE WHEN c ? 'discount' THEN @extschema@._column_expr(s.relation, 't', c->>'discount', 'flag', o) ELSE 'false' END,
 				@extschema@._column_expr(s.relation, 't', c->>'cost', 'amount', o),
 				s.relation, c->>'customer', keyfilter);
+			tkey := @extschema@._column_expr(s.relation, 't', c->>'customer', 'text', o);
+			IF native_rel IS NULL THEN
+				order_parts := order_parts || ('SELECT ' || tkey || part);
+			ELSIF s.relation = native_rel THEN
+				native_parts := native_parts || (pg_catalog.format('SELECT t.%I', c->>'customer') || part);
+			ELSE
+				-- keys in the canonical text form of an integer join the
+				-- native groups, every other key stays text: the two sets of
+				-- groups cannot share a customer
+				canon := pg_catalog.format('CASE WHEN %1$s OPERATOR(pg_catalog.~) %2$L THEN %1$s::pg_catalog.numeric '
+					'BETWEEN %3$s AND %4$s ELSE false END', tkey, '^(0|-?[1-9][0-9]{0,18})$',
+					CASE native_type WHEN 'smallint'::pg_catalog.regtype THEN '-32768'
+						WHEN 'integer'::pg_catalog.regtype THEN '-2147483648' ELSE '-9223372036854775808' END,
+					CASE native_type WHEN 'smallint'::pg_catalog.regtype THEN '32767'
+						WHEN 'integer'::pg_catalog.regtype THEN '2147483647' ELSE '9223372036854775807' END);
+				native_parts := native_parts || ('SELECT (' || tkey || ')::' || native_type::pg_catalog.text || part || ' AND ' || canon);
+				order_parts := order_parts || ('SELECT ' || tkey || part || ' AND NOT ' || canon);
+			END IF;
 		ELSIF s.kind = 'order_lines' THEN
 			-- each line joined to its completed order, read straight from the
 			-- paired orders table (not from order_rows: a second reference
@@ -227,9 +259,12 @@ ord AS (
 		   (f).cancelled_orders, COALESCE((f).gross_revenue, 0) AS gross_revenue,
 		   COALESCE((f).refunded_amount, 0) AS refunded_amount, (f).discounted_orders, (f).margin,
 		   ROW((f).median_gap_days, (f).gap_count)::@extschema@.buying_cycle_stats AS cycle
-	  FROM (SELECT customer_id,
-				   @extschema@._order_facts(state, placed_at, amount, refunded_amount, discounted, cost) AS f
-			  FROM order_rows GROUP BY customer_id) of),
+	  FROM (' || CASE WHEN native_rel IS NOT NULL THEN
+			'SELECT customer_id::pg_catalog.text AS customer_id, ' || ord_facts || '
+			  FROM (' || pg_catalog.array_to_string(native_parts, ' UNION ALL ') || ') n GROUP BY customer_id
+			 UNION ALL
+			' ELSE '' END ||
+			'SELECT customer_id, ' || ord_facts || ' FROM order_rows GROUP BY customer_id) of),
 cats AS (' || CASE WHEN pg_catalog.cardinality(line_parts) = 0 THEN
 		'SELECT NULL::pg_catalog.text AS customer_id, NULL::pg_catalog.text[] AS categories WHERE false'
 	ELSE
