@@ -19,6 +19,64 @@
 -- (changes to the facts layer go here)
 --------------------------------------------------------------------------------
 
+-- Every per-customer order fact in one aggregate with one compact state
+-- (src/order_facts.c): the eleven aggregates it replaces kept four
+-- separately allocated states per customer, a cache miss each per order row,
+-- and spilled. Same values, bit for bit: exact numeric sums with sum()'s
+-- display scale, buying_cycle()'s median gap.
+CREATE TYPE @extschema@._order_facts_result AS (
+	first_order_at pg_catalog.timestamptz,
+	last_order_at pg_catalog.timestamptz,
+	orders pg_catalog.int4,
+	refunded_orders pg_catalog.int4,
+	cancelled_orders pg_catalog.int4,
+	gross_revenue pg_catalog.numeric,
+	refunded_amount pg_catalog.numeric,
+	discounted_orders pg_catalog.int4,
+	margin pg_catalog.numeric,
+	median_gap_days pg_catalog.float8,
+	gap_count pg_catalog.int4
+);
+
+COMMENT ON TYPE @extschema@._order_facts_result IS
+'Internal: result of _order_facts()';
+
+CREATE FUNCTION @extschema@._order_facts_accum(pg_catalog.internal, pg_catalog.text, pg_catalog.timestamptz,
+	pg_catalog.numeric, pg_catalog.numeric, pg_catalog.bool, pg_catalog.numeric)
+RETURNS pg_catalog.internal
+AS 'MODULE_PATHNAME', 'segments_order_facts_accum'
+LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@._order_facts_accum(pg_catalog.internal, pg_catalog.text, pg_catalog.timestamptz,
+	pg_catalog.numeric, pg_catalog.numeric, pg_catalog.bool, pg_catalog.numeric) IS
+'Internal: transition function of _order_facts()';
+
+CREATE FUNCTION @extschema@._order_facts_final(pg_catalog.internal)
+RETURNS @extschema@._order_facts_result
+AS 'MODULE_PATHNAME', 'segments_order_facts_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@._order_facts_final(pg_catalog.internal) IS
+'Internal: final function of _order_facts()';
+
+-- no combine function: an internal state, and the builds that use it are
+-- serial; SSPACE is a typical state (128-byte chunk, plus the hash entry's
+-- share) so the planner sizes the hash table about right
+CREATE AGGREGATE @extschema@._order_facts(order_state pg_catalog.text, placed_at pg_catalog.timestamptz,
+	amount pg_catalog.numeric, refunded_amount pg_catalog.numeric, discounted pg_catalog.bool,
+	cost pg_catalog.numeric) (
+	SFUNC = @extschema@._order_facts_accum,
+	STYPE = pg_catalog.internal,
+	SSPACE = 144,
+	FINALFUNC = @extschema@._order_facts_final,
+	FINALFUNC_MODIFY = READ_WRITE,
+	PARALLEL = SAFE
+);
+
+COMMENT ON AGGREGATE @extschema@._order_facts(pg_catalog.text, pg_catalog.timestamptz, pg_catalog.numeric,
+	pg_catalog.numeric, pg_catalog.bool, pg_catalog.numeric) IS
+'Internal: a customer''s order facts (counts by state, first and last completed order, exact sums, buying cycle) in one pass';
+
 -- The facts query, 0.4.0: order lines read their paired orders table
 -- directly, so order_rows has one reference and is inlined instead of
 -- materialized (every order row went through a tuplestore for the always
@@ -50,7 +108,22 @@ DECLARE
 	cart_minutes pg_catalog.text := pg_catalog.quote_literal(@extschema@._watch_cart_minutes());
 	ours pg_catalog.text;
 	q pg_catalog.text;
+	native_rel pg_catalog.regclass;
+	native_type pg_catalog.regtype;
+	native_parts pg_catalog.text[] := '{}';
+	tkey pg_catalog.text;
+	canon pg_catalog.text;
+	ord_facts pg_catalog.text := '@extschema@._order_facts(state, placed_at, amount, refunded_amount, discounted, cost) AS f';
 BEGIN
+	-- The shop's one orders table with an integer customer key: its order
+	-- facts are grouped by the key itself and cast to text once per
+	-- customer, not once per order (the cast is injective for integers).
+	-- Grouping by text cost ~11 % of the order aggregate.
+	SELECT x.relation, x.key_type INTO native_rel, native_type
+	  FROM @extschema@.sources x
+	 WHERE x.kind = 'orders' AND NOT x.builtin
+	   AND x.key_type IN ('smallint'::pg_catalog.regtype, 'integer'::pg_catalog.regtype, 'bigint'::pg_catalog.regtype)
+	   AND (SELECT pg_catalog.count(*) FROM @extschema@.sources y WHERE y.kind = 'orders' AND NOT y.builtin) = 1;
 	FOR s IN SELECT * FROM @extschema@.sources ORDER BY builtin, relation::pg_catalog.oid LOOP
 		c := s.columns;
 		o := s.options;
@@ -64,10 +137,9 @@ BEGIN
 					' AND COALESCE(' || @extschema@._column_expr(s.relation, 't', c->>'created_at', 'time', o) || ' <= $2, true)'
 				ELSE '' END;
 		IF s.kind = 'orders' THEN
-			order_parts := order_parts || pg_catalog.format(
-				'SELECT %s AS customer_id, %s AS placed_at, %s AS amount, %s AS state, '
+			part := pg_catalog.format(
+				' AS customer_id, %s AS placed_at, %s AS amount, %s AS state, '
 				'COALESCE(%s, 0) AS refunded_amount, %s AS discounted, %s AS cost FROM %s t WHERE t.%I IS NOT NULL%s',
-				@extschema@._column_expr(s.relation, 't', c->>'customer', 'text', o),
 				@extschema@._column_expr(s.relation, 't', c->>'placed_at', 'time', o),
 				@extschema@._column_expr(s.relation, 't', c->>'amount', 'amount', o),
 				CASE WHEN c ? 'status' THEN pg_catalog.format(
@@ -80,6 +152,24 @@ BEGIN
 				CASE WHEN c ? 'discount' THEN @extschema@._column_expr(s.relation, 't', c->>'discount', 'flag', o) ELSE 'false' END,
 				@extschema@._column_expr(s.relation, 't', c->>'cost', 'amount', o),
 				s.relation, c->>'customer', keyfilter);
+			tkey := @extschema@._column_expr(s.relation, 't', c->>'customer', 'text', o);
+			IF native_rel IS NULL THEN
+				order_parts := order_parts || ('SELECT ' || tkey || part);
+			ELSIF s.relation = native_rel THEN
+				native_parts := native_parts || (pg_catalog.format('SELECT t.%I', c->>'customer') || part);
+			ELSE
+				-- keys in the canonical text form of an integer join the
+				-- native groups, every other key stays text: the two sets of
+				-- groups cannot share a customer
+				canon := pg_catalog.format('CASE WHEN %1$s OPERATOR(pg_catalog.~) %2$L THEN %1$s::pg_catalog.numeric '
+					'BETWEEN %3$s AND %4$s ELSE false END', tkey, '^(0|-?[1-9][0-9]{0,18})$',
+					CASE native_type WHEN 'smallint'::pg_catalog.regtype THEN '-32768'
+						WHEN 'integer'::pg_catalog.regtype THEN '-2147483648' ELSE '-9223372036854775808' END,
+					CASE native_type WHEN 'smallint'::pg_catalog.regtype THEN '32767'
+						WHEN 'integer'::pg_catalog.regtype THEN '2147483647' ELSE '9223372036854775807' END);
+				native_parts := native_parts || ('SELECT (' || tkey || ')::' || native_type::pg_catalog.text || part || ' AND ' || canon);
+				order_parts := order_parts || ('SELECT ' || tkey || part || ' AND NOT ' || canon);
+			END IF;
 		ELSIF s.kind = 'order_lines' THEN
 			-- each line joined to its completed order, read straight from the
 			-- paired orders table (not from order_rows: a second reference
@@ -165,18 +255,16 @@ BEGIN
 		'SELECT NULL::pg_catalog.text AS customer_id, NULL::pg_catalog.timestamptz AS placed_at, NULL::pg_catalog.numeric AS amount, NULL::pg_catalog.text AS state, '
 		'NULL::pg_catalog.numeric AS refunded_amount, false AS discounted, NULL::pg_catalog.numeric AS cost WHERE false') || '),
 ord AS (
-	SELECT customer_id,
-		   pg_catalog.min(placed_at) FILTER (WHERE state = ''completed'') AS first_order_at,
-		   pg_catalog.max(placed_at) FILTER (WHERE state = ''completed'') AS last_order_at,
-		   pg_catalog.count(*) FILTER (WHERE state = ''completed'')::pg_catalog.int4 AS orders,
-		   pg_catalog.count(*) FILTER (WHERE state = ''refunded'')::pg_catalog.int4 AS refunded_orders,
-		   pg_catalog.count(*) FILTER (WHERE state = ''cancelled'')::pg_catalog.int4 AS cancelled_orders,
-		   COALESCE(pg_catalog.sum(amount) FILTER (WHERE state = ''completed''), 0) AS gross_revenue,
-		   COALESCE(pg_catalog.sum(refunded_amount) FILTER (WHERE state = ''completed''), 0) AS refunded_amount,
-		   pg_catalog.count(*) FILTER (WHERE state = ''completed'' AND discounted)::pg_catalog.int4 AS discounted_orders,
-		   pg_catalog.sum(amount - refunded_amount - cost) FILTER (WHERE state = ''completed'' AND cost IS NOT NULL) AS margin,
-		   @extschema@.buying_cycle(placed_at) FILTER (WHERE state = ''completed'') AS cycle
-	  FROM order_rows GROUP BY customer_id),
+	SELECT customer_id, (f).first_order_at, (f).last_order_at, (f).orders, (f).refunded_orders,
+		   (f).cancelled_orders, COALESCE((f).gross_revenue, 0) AS gross_revenue,
+		   COALESCE((f).refunded_amount, 0) AS refunded_amount, (f).discounted_orders, (f).margin,
+		   ROW((f).median_gap_days, (f).gap_count)::@extschema@.buying_cycle_stats AS cycle
+	  FROM (' || CASE WHEN native_rel IS NOT NULL THEN
+			'SELECT customer_id::pg_catalog.text AS customer_id, ' || ord_facts || '
+			  FROM (' || pg_catalog.array_to_string(native_parts, ' UNION ALL ') || ') n GROUP BY customer_id
+			 UNION ALL
+			' ELSE '' END ||
+			'SELECT customer_id, ' || ord_facts || ' FROM order_rows GROUP BY customer_id) of),
 cats AS (' || CASE WHEN pg_catalog.cardinality(line_parts) = 0 THEN
 		'SELECT NULL::pg_catalog.text AS customer_id, NULL::pg_catalog.text[] AS categories WHERE false'
 	ELSE
