@@ -1633,7 +1633,8 @@ CREATE FUNCTION @extschema@._stop_rule_settings(
 	OUT cap_telegram pg_catalog.interval, OUT cap_push pg_catalog.interval,
 	OUT quiet_start pg_catalog.int4, OUT quiet_end pg_catalog.int4,
 	OUT unknown_zone_margin pg_catalog.int4, OUT shop_time_zone pg_catalog.text,
-	OUT sunset_after pg_catalog.int4, OUT step_valid_for pg_catalog.interval)
+	OUT sunset_after pg_catalog.int4, OUT step_valid_for pg_catalog.interval,
+	OUT links pg_catalog.jsonb)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1651,6 +1652,8 @@ BEGIN
 	shop_time_zone := s->>'shop_time_zone';
 	sunset_after := (s->>'sunset_after_ignored')::pg_catalog.int4;
 	step_valid_for := (s->>'step_valid_for')::pg_catalog.interval;
+	links := pg_catalog.jsonb_build_object('shop', s->>'shop_link', 'product', s->>'product_link_template',
+		'wallet', s->>'wallet_link', 'referral', s->>'referral_link_template');
 END
 $$;
 
@@ -2107,19 +2110,19 @@ SET search_path = pg_catalog, pg_temp
 RETURN CASE channel WHEN 'email' THEN cap_email WHEN 'sms' THEN cap_sms
 	WHEN 'telegram' THEN cap_telegram WHEN 'push' THEN cap_push END;
 
+-- links: the link settings, read once per tick by _stop_rule_settings()
 CREATE FUNCTION @extschema@._destination(link pg_catalog.text, customer_id pg_catalog.text,
 	enrolled_cart pg_catalog.text, current_cart pg_catalog.text, cart_link pg_catalog.text,
-	product_id pg_catalog.text)
+	product_id pg_catalog.text, links pg_catalog.jsonb)
 RETURNS pg_catalog.text
-LANGUAGE sql STABLE
+LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 RETURN NULLIF(CASE link
-	WHEN 'cart' THEN CASE WHEN current_cart = enrolled_cart
-						  THEN COALESCE(cart_link, @extschema@.setting_value('shop_link')) END
-	WHEN 'product' THEN replace(@extschema@.setting_value('product_link_template'), '{product_id}', product_id)
-	WHEN 'wallet' THEN @extschema@.setting_value('wallet_link')
-	WHEN 'referral' THEN replace(@extschema@.setting_value('referral_link_template'), '{customer_id}', customer_id)
-	WHEN 'shop' THEN @extschema@.setting_value('shop_link')
+	WHEN 'cart' THEN CASE WHEN current_cart = enrolled_cart THEN COALESCE(cart_link, links->>'shop') END
+	WHEN 'product' THEN replace(links->>'product', '{product_id}', product_id)
+	WHEN 'wallet' THEN links->>'wallet'
+	WHEN 'referral' THEN replace(links->>'referral', '{customer_id}', customer_id)
+	WHEN 'shop' THEN links->>'shop'
 	END, '');
 
 CREATE FUNCTION @extschema@._advance_due(as_of pg_catalog.timestamptz, only_campaign pg_catalog.text DEFAULT NULL,
@@ -2141,6 +2144,7 @@ DECLARE
 	next_no pg_catalog.int4;
 	next_delay pg_catalog.interval;
 	pass pg_catalog.int4 := 0;
+	try_no pg_catalog.int4;
 	seen pg_catalog.int4;
 BEGIN
 	SELECT * INTO st FROM @extschema@._stop_rule_settings();
@@ -2201,32 +2205,28 @@ BEGIN
 							  ELSE r.max_offer_percent END;
 			cart := @extschema@._cart_state(r.cart_id, r.signal_at, r.current_cart, r.cart_updated_at, r.last_order_at);
 			last_sent := r.last_queued_at;
-			d := @extschema@.decide_step(as_of, r.status, r.expires_at, r.holdout, r.signal_at, r.last_order_at, cart,
-				COALESCE(r.consent, false), r.last_bounced_at, r.last_complained_at, r.consecutive_ignored,
-				st.sunset_after, r.already_sent, r.not_after, r.offer_percent, max_offer, r.in_stock, false,
-				last_sent, cap, r.time_zone, st.shop_time_zone, st.quiet_start, st.quiet_end, st.unknown_zone_margin);
-			IF d.decision = 'send' THEN
-				-- take the buyer's cap slot for this channel; the row lock makes a
-				-- concurrent campaign wait and then see our slot (no write skew)
+			-- decide; a send must take the buyer's cap slot for this channel. The
+			-- row lock makes a concurrent campaign wait and then see our slot (no
+			-- write skew); the loser decides once more with the holder's time.
+			FOR try_no IN 1 .. 2 LOOP
+				d := @extschema@.decide_step(as_of, r.status, r.expires_at, r.holdout, r.signal_at, r.last_order_at,
+					cart, COALESCE(r.consent, false), r.last_bounced_at, r.last_complained_at,
+					r.consecutive_ignored, st.sunset_after, r.already_sent, r.not_after, r.offer_percent, max_offer,
+					r.in_stock, false, last_sent, cap, r.time_zone, st.shop_time_zone, st.quiet_start,
+					st.quiet_end, st.unknown_zone_margin);
+				EXIT WHEN d.decision <> 'send';
 				got := NULL;
 				INSERT INTO @extschema@.contact_log AS x (customer_id, channel, last_queued_at)
 				VALUES (r.customer_id, r.channel, as_of)
 				ON CONFLICT (customer_id, channel) DO UPDATE SET last_queued_at = excluded.last_queued_at
 				 WHERE x.last_queued_at + cap <= excluded.last_queued_at
 				RETURNING true INTO got;
-				IF got IS NULL THEN
-					SELECT x.last_queued_at INTO last_sent FROM @extschema@.contact_log x
-					 WHERE x.customer_id = r.customer_id AND x.channel = r.channel;
-					d := @extschema@.decide_step(as_of, r.status, r.expires_at, r.holdout, r.signal_at, r.last_order_at,
-						cart, COALESCE(r.consent, false), r.last_bounced_at, r.last_complained_at,
-						r.consecutive_ignored, st.sunset_after, r.already_sent, r.not_after, r.offer_percent, max_offer,
-						r.in_stock, false, last_sent, cap, r.time_zone, st.shop_time_zone, st.quiet_start,
-						st.quiet_end, st.unknown_zone_margin);
-					IF d.decision = 'send' THEN	-- the slot's holder is in our future
-						d := ROW('defer', 'frequency_cap', last_sent + cap, false)::@extschema@.step_decision;
-					END IF;
-				END IF;
-			END IF;
+				EXIT WHEN got;
+				SELECT x.last_queued_at INTO last_sent FROM @extschema@.contact_log x
+				 WHERE x.customer_id = r.customer_id AND x.channel = r.channel;
+				-- kept if the second decision is a send again (the holder is in our future)
+				d := ROW('defer', 'frequency_cap', last_sent + cap, false)::@extschema@.step_decision;
+			END LOOP;
 			msg := NULL;
 			IF d.decision = 'send' THEN
 				INSERT INTO @extschema@.outbox (idempotency_key, enrollment_id, campaign_id, step_no, customer_id, channel,
@@ -2235,7 +2235,8 @@ BEGIN
 					r.enrollment_id, r.campaign_id, r.step_no, r.customer_id, r.channel, r.message_key,
 					jsonb_strip_nulls(jsonb_build_object(
 						'campaign_id', r.campaign_id, 'step_no', r.step_no,
-						'link', @extschema@._destination(r.link, r.customer_id, r.cart_id, r.current_cart, r.cart_link, r.product_id),
+						'link', @extschema@._destination(r.link, r.customer_id, r.cart_id, r.current_cart, r.cart_link, r.product_id,
+							st.links),
 						'cart_id', r.cart_id,
 						'cart_value', CASE WHEN r.cart_id IS NOT NULL THEN r.cart_value END,
 						'offer_percent', r.offer_percent, 'product_id', r.product_id,

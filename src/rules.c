@@ -999,6 +999,25 @@ rule_parse(const char *rule)
 #endif
 }
 
+/*
+ * Analyze a parsed rule over `rel` (as alias f) with the server's own parse
+ * analysis, the way a CHECK constraint is: a boolean expression, collations
+ * assigned.
+ */
+static Node *
+rule_analyze(ParseState *pstate, Relation rel, Node *expr)
+{
+	ParseNamespaceItem *nsitem;
+
+	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock,
+										   makeAlias("f", NIL), false, true);
+	addNSItemToQuery(pstate, nsitem, false, true, true);
+	expr = transformExpr(pstate, expr, EXPR_KIND_CHECK_CONSTRAINT);
+	expr = coerce_to_boolean(pstate, expr, "segment rule");
+	assign_expr_collations(pstate, expr);
+	return expr;
+}
+
 /* Attribute numbers of the time columns, each a user column of rel */
 static Bitmapset *
 rule_time_columns(Relation rel, ArrayType *names)
@@ -1157,7 +1176,6 @@ segments_rule_compile(PG_FUNCTION_ARGS)
 	AclResult	aclresult;
 	Relation	rel;
 	ParseState *pstate;
-	ParseNamespaceItem *nsitem;
 	ErrorContextCallback errcallback;
 	RuleCheck	ctx;
 	Node	   *expr;
@@ -1229,12 +1247,7 @@ segments_rule_compile(PG_FUNCTION_ARGS)
 	(void) rule_raw_walker(expr, &ctx);
 	Assert(ctx.depth == 0);
 
-	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock,
-										   makeAlias("f", NIL), false, true);
-	addNSItemToQuery(pstate, nsitem, false, true, true);
-	expr = transformExpr(pstate, expr, EXPR_KIND_CHECK_CONSTRAINT);
-	expr = coerce_to_boolean(pstate, expr, "segment rule");
-	assign_expr_collations(pstate, expr);
+	expr = rule_analyze(pstate, rel, expr);
 
 	(void) rule_check_walker(expr, &ctx);
 
@@ -1415,7 +1428,6 @@ segments_rule_score_uses(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Relation	rel;
 	ParseState *pstate;
-	ParseNamespaceItem *nsitem;
 	Node	   *expr;
 	ScoreUses	uses;
 	Datum		values[2];
@@ -1436,13 +1448,7 @@ segments_rule_score_uses(PG_FUNCTION_ARGS)
 
 	pstate = make_parsestate(NULL);
 	pstate->p_sourcetext = rule;
-	expr = rule_parse(rule);
-	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock,
-										   makeAlias("f", NIL), false, true);
-	addNSItemToQuery(pstate, nsitem, false, true, true);
-	expr = transformExpr(pstate, expr, EXPR_KIND_CHECK_CONSTRAINT);
-	expr = coerce_to_boolean(pstate, expr, "segment rule");
-	assign_expr_collations(pstate, expr);
+	expr = rule_analyze(pstate, rel, rule_parse(rule));
 
 	(void) score_uses_walker(expr, &uses);
 
