@@ -353,7 +353,7 @@ SELECT segments.schedule_tick();
 
 -- clean up for the tests that follow
 TRUNCATE segments.outbox, segments.decision_log, segments.contact_log, segments.enrollment,
-	segments.tick_runs, segments.tick_state, segments.campaign_step, segments.campaign CASCADE;
+	segments.campaign_orders, segments.attribution_queue, segments.tick_runs, segments.tick_state, segments.campaign_step, segments.campaign CASCADE;
 DELETE FROM segments.tracked_orders;
 DELETE FROM segments.tracked_carts;
 DELETE FROM segments.tracked_customers;

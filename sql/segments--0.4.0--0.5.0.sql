@@ -28,11 +28,958 @@
 -- 2. Attribution
 --------------------------------------------------------------------------------
 
+-- Attribution answers "which message earned this order?".  Orders live in
+-- the shop's tables (any number of attached sources plus tracked_orders), so
+-- the orders of buyers who were ever enrolled are copied into
+-- campaign_orders by the tick, each with at most one credited message.  The
+-- copy is recomputed per buyer whenever refresh_facts() sees the buyer
+-- change (a new order, a refund, a click reported late), which is what makes
+-- a refund reverse credited revenue and keeps every order credited once.
+
+INSERT INTO @extschema@.setting_default (name, value, value_type, description, rebuilds_facts) VALUES
+	('attribution_windows',
+	 '{"email": {"click": "5 days", "open": "1 day"}, "sms": {"click": "5 days", "send": "1 day"}, '
+	 '"telegram": {"click": "5 days", "send": "1 day"}, "push": {"click": "5 days", "open": "1 day"}}',
+	 'pg_catalog.jsonb',
+	 'Per channel, how long after a click, an open or a send an order is credited to that message (a touch without a window earns nothing)',
+	 false),
+	('lift_min_group', '100', 'pg_catalog.int4',
+	 'Holdout lift is flagged too small to tell while the treatment or the holdout group has fewer enrollments than this',
+	 false);
+
+-- Checks a value of attribution_windows; returns it unchanged.
+CREATE FUNCTION @extschema@._check_attribution_windows(windows pg_catalog.jsonb)
+RETURNS pg_catalog.jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ch record;
+	t record;
+	win pg_catalog.interval;
+BEGIN
+	IF pg_catalog.jsonb_typeof(windows) IS DISTINCT FROM 'object' THEN
+		RAISE EXCEPTION 'attribution windows must be a JSON object keyed by channel'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example {"email": {"click": "5 days", "open": "1 day"}, "sms": {"click": "5 days", "send": "1 day"}}.';
+	END IF;
+	FOR ch IN SELECT * FROM pg_catalog.jsonb_each(windows) LOOP
+		IF ch.key NOT IN ('email', 'sms', 'telegram', 'push') OR pg_catalog.jsonb_typeof(ch.value) <> 'object' THEN
+			RAISE EXCEPTION 'attribution windows: "%" is not a channel with an object of windows', ch.key
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Channels are email, sms, telegram and push; each maps click, open and send to an interval.';
+		END IF;
+		FOR t IN SELECT * FROM pg_catalog.jsonb_each(ch.value) LOOP
+			IF t.key NOT IN ('click', 'open', 'send') OR pg_catalog.jsonb_typeof(t.value) <> 'string' THEN
+				RAISE EXCEPTION 'attribution windows: "%" of channel % is not click, open or send with an interval', t.key, ch.key
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			win := (t.value #>> '{}')::pg_catalog.interval;
+			IF win < '0'::pg_catalog.interval OR win > '365 days'::pg_catalog.interval THEN
+				RAISE EXCEPTION 'attribution windows: % of channel % must be between 0 and 365 days', t.key, ch.key
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		END LOOP;
+	END LOOP;
+	RETURN windows;
+END
+$$;
+
+-- One row per channel and touch with a window.
+CREATE FUNCTION @extschema@._attribution_windows()
+RETURNS TABLE (channel pg_catalog.text, touch pg_catalog.text, window_length pg_catalog.interval)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT c.key, t.key, (t.value #>> '{}')::pg_catalog.interval
+	  FROM pg_catalog.jsonb_each(@extschema@.setting_value('attribution_windows')::pg_catalog.jsonb) c,
+		   pg_catalog.jsonb_each(c.value) t
+	 WHERE (t.value #>> '{}')::pg_catalog.interval > '0'::pg_catalog.interval;
+END;
+
+-- set_setting() as in 0.4.0, plus the checks of the attribution settings; a
+-- new window re-attributes every enrolled buyer at the next tick.
+CREATE OR REPLACE FUNCTION @extschema@.set_setting(setting_name pg_catalog.text, new_value pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	vtype pg_catalog.regtype;
+	rebuilds pg_catalog.bool;
+BEGIN
+	SELECT d.value_type, d.rebuilds_facts INTO vtype, rebuilds
+	  FROM @extschema@.setting_default d WHERE d.name = setting_name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unrecognized segments setting "%"', setting_name
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'SELECT name FROM segments.settings lists them.';
+	END IF;
+	IF new_value IS NULL THEN
+		RAISE EXCEPTION 'setting "%" cannot be NULL', setting_name
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Use segments.reset_setting() to go back to the default.';
+	END IF;
+	-- the value must parse as its type (the cast raises the precise error)
+	EXECUTE pg_catalog.format('SELECT %L::%s', new_value, vtype);
+	IF setting_name = 'shop_time_zone' THEN
+		PERFORM pg_catalog.now() AT TIME ZONE new_value;
+	ELSIF vtype = 'pg_catalog.interval'::pg_catalog.regtype
+		  AND new_value::pg_catalog.interval <= '0'::pg_catalog.interval THEN
+		RAISE EXCEPTION 'setting "%" must be a positive interval', setting_name
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF vtype = 'pg_catalog.int4'::pg_catalog.regtype AND new_value::pg_catalog.int4 < 0 THEN
+		RAISE EXCEPTION 'setting "%" must not be negative', setting_name
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF setting_name = 'outbox_max_attempts' AND new_value::pg_catalog.int4 < 1 THEN
+		RAISE EXCEPTION 'setting "outbox_max_attempts" must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF setting_name IN ('quiet_hours_start', 'quiet_hours_end')
+		  AND (new_value::pg_catalog.time >= '24:00'::pg_catalog.time
+			   OR pg_catalog.date_part('second', new_value::pg_catalog.time) <> 0) THEN
+		RAISE EXCEPTION 'setting "%" must be a whole minute of the day, 00:00 to 23:59', setting_name
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF setting_name = 'unknown_zone_margin' AND new_value::pg_catalog.interval > '12 hours'::pg_catalog.interval THEN
+		RAISE EXCEPTION 'setting "unknown_zone_margin" must be at most 12 hours'
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF setting_name = 'watch_days'
+		  AND (pg_catalog.array_ndims(new_value::pg_catalog.int4[]) IS DISTINCT FROM 1
+			   OR EXISTS (SELECT FROM pg_catalog.unnest(new_value::pg_catalog.int4[]) d WHERE d IS NULL OR d < 0)) THEN
+		RAISE EXCEPTION 'setting "watch_days" must be a one-dimensional array of non-negative day counts'
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF setting_name = 'attribution_windows' THEN
+		PERFORM @extschema@._check_attribution_windows(new_value::pg_catalog.jsonb);
+	END IF;
+	INSERT INTO @extschema@.setting AS s (name, value) VALUES (setting_name, new_value)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value, changed_at = pg_catalog.now();
+	IF rebuilds THEN
+		-- facts were computed under the old value: the next refresh rebuilds them
+		INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'settings');
+	ELSIF setting_name = 'attribution_windows' THEN
+		INSERT INTO @extschema@.attribution_queue (customer_id) VALUES (NULL);
+	END IF;
+	RETURN new_value;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.reset_setting(setting_name pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM @extschema@.setting s WHERE s.name = setting_name;
+	IF FOUND AND (SELECT d.rebuilds_facts FROM @extschema@.setting_default d WHERE d.name = setting_name) THEN
+		INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'settings');
+	ELSIF FOUND AND setting_name = 'attribution_windows' THEN
+		INSERT INTO @extschema@.attribution_queue (customer_id) VALUES (NULL);
+	END IF;
+	RETURN @extschema@.setting_value(setting_name);
+END
+$$;
+
+CREATE TABLE @extschema@.campaign_orders (
+	source pg_catalog.text NOT NULL,
+	order_id pg_catalog.text NOT NULL,
+	customer_id pg_catalog.text NOT NULL,
+	placed_at pg_catalog.timestamptz NOT NULL,
+	amount pg_catalog.numeric NOT NULL,
+	refunded_amount pg_catalog.numeric NOT NULL DEFAULT 0,
+	state pg_catalog.text NOT NULL CHECK (state IN ('completed', 'refunded', 'cancelled', 'other')),
+	discounted pg_catalog.bool,
+	cost pg_catalog.numeric,
+	message_id pg_catalog.int8,
+	campaign_id pg_catalog.text,
+	step_no pg_catalog.int4,
+	channel pg_catalog.text,
+	touch pg_catalog.text CHECK (touch IN ('click', 'open', 'send')),
+	touch_at pg_catalog.timestamptz,
+	offer_percent pg_catalog.numeric,
+	attributed_at pg_catalog.timestamptz NOT NULL,
+	PRIMARY KEY (source, order_id),
+	CHECK ((message_id IS NULL) = (touch IS NULL))
+);
+CREATE INDEX campaign_orders_customer ON @extschema@.campaign_orders (customer_id, placed_at);
+CREATE INDEX campaign_orders_message ON @extschema@.campaign_orders (message_id) WHERE message_id IS NOT NULL;
+
+COMMENT ON TABLE @extschema@.campaign_orders IS
+'Orders of buyers who were ever enrolled in a campaign, placed after their first enrollment, each credited to at most one message (kept by pg_dump)';
+COMMENT ON COLUMN @extschema@.campaign_orders.source IS 'The orders table the order came from (schema-qualified name)';
+COMMENT ON COLUMN @extschema@.campaign_orders.state IS 'completed, refunded, cancelled or other (e.g. pending); only completed orders earn revenue';
+COMMENT ON COLUMN @extschema@.campaign_orders.discounted IS 'The order used a discount (NULL: the orders table has no discount column)';
+COMMENT ON COLUMN @extschema@.campaign_orders.message_id IS 'The credited message: the last one clicked, opened or sent within its channel''s window before the order';
+COMMENT ON COLUMN @extschema@.campaign_orders.touch IS 'What earned the credit: click, open or send';
+COMMENT ON COLUMN @extschema@.campaign_orders.offer_percent IS 'The discount the credited step offered, if any';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.campaign_orders', '');
+
+-- Buyers whose orders or engagement changed since the last attribution;
+-- NULL asks for every enrolled buyer.  Fed by _facts_refreshed().
+CREATE TABLE @extschema@.attribution_queue (
+	customer_id pg_catalog.text
+);
+
+COMMENT ON TABLE @extschema@.attribution_queue IS
+'Enrolled buyers whose orders or engagement changed, waiting for the tick to attribute their orders (a NULL row asks for everyone)';
+
+-- Attribution joins messages to their buyers' later orders by customer.
+CREATE INDEX outbox_customer_sent ON @extschema@.outbox (customer_id, sent_at) WHERE state = 'sent';
+
+-- The layers downstream of facts: segment evaluation, and attribution for
+-- buyers who were ever enrolled (a semi-join on enrollment_customer, so a
+-- shop without campaigns pays nothing).
+CREATE OR REPLACE FUNCTION @extschema@._facts_refreshed(keys pg_catalog.text[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	INSERT INTO @extschema@.evaluation_queue (customer_id)
+	SELECT k FROM pg_catalog.unnest(COALESCE(keys, ARRAY[NULL::pg_catalog.text])) k;
+	IF keys IS NULL THEN
+		INSERT INTO @extschema@.attribution_queue (customer_id) VALUES (NULL);
+	ELSE
+		INSERT INTO @extschema@.attribution_queue (customer_id)
+		SELECT k FROM pg_catalog.unnest(keys) k
+		 WHERE EXISTS (SELECT FROM @extschema@.enrollment e WHERE e.customer_id = k);
+	END IF;
+	PERFORM @extschema@._suppress_returning(keys);
+END
+$$;
+
+-- Every order of every orders source, normalized (the same status mapping
+-- as customer facts); keyed: only the customers in $1.
+CREATE FUNCTION @extschema@._order_rows_sql(keyed pg_catalog.bool)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s record;
+	c pg_catalog.jsonb;
+	o pg_catalog.jsonb;
+	parts pg_catalog.text[] := '{}';
+BEGIN
+	FOR s IN SELECT * FROM @extschema@.sources x WHERE x.kind = 'orders' ORDER BY x.builtin, x.relation::pg_catalog.oid LOOP
+		c := s.columns;
+		o := s.options;
+		parts := parts || pg_catalog.format(
+			'SELECT %L::pg_catalog.text AS source, %s AS order_id, %s AS customer_id, %s AS placed_at, '
+			'%s AS amount, COALESCE(%s, 0) AS refunded_amount, %s AS state, %s AS discounted, %s AS cost '
+			'FROM %s t WHERE t.%I IS NOT NULL AND t.%I IS NOT NULL%s',
+			s.relation::pg_catalog.text,
+			@extschema@._column_expr(s.relation, 't', c->>'order_id', 'text', o),
+			@extschema@._column_expr(s.relation, 't', c->>'customer', 'text', o),
+			@extschema@._column_expr(s.relation, 't', c->>'placed_at', 'time', o),
+			@extschema@._column_expr(s.relation, 't', c->>'amount', 'amount', o),
+			@extschema@._column_expr(s.relation, 't', c->>'refunded_amount', 'amount', o),
+			CASE WHEN c ? 'status' THEN pg_catalog.format(
+				'CASE WHEN %1$s = ANY(%2$L::pg_catalog.text[]) THEN ''completed'' WHEN %1$s = ANY(%3$L::pg_catalog.text[]) THEN ''refunded'' '
+				'WHEN %1$s = ANY(%4$L::pg_catalog.text[]) THEN ''cancelled'' ELSE ''other'' END',
+				@extschema@._column_expr(s.relation, 't', c->>'status', 'text', o),
+				@extschema@._text_array(o->'completed'), @extschema@._text_array(o->'refunded'), @extschema@._text_array(o->'cancelled'))
+				ELSE '''completed''' END,
+			CASE WHEN c ? 'discount' THEN @extschema@._column_expr(s.relation, 't', c->>'discount', 'flag', o)
+				 ELSE 'NULL::pg_catalog.bool' END,
+			@extschema@._column_expr(s.relation, 't', c->>'cost', 'amount', o),
+			s.relation, c->>'customer', c->>'placed_at',
+			CASE WHEN keyed THEN pg_catalog.format(' AND t.%I = ANY(%s)', c->>'customer', @extschema@._keys_as(s.key_type, '$1'))
+				 ELSE '' END);
+	END LOOP;
+	RETURN COALESCE(NULLIF(pg_catalog.array_to_string(parts, ' UNION ALL '), ''),
+		'SELECT NULL::pg_catalog.text AS source, NULL::pg_catalog.text AS order_id, NULL::pg_catalog.text AS customer_id, '
+		'NULL::pg_catalog.timestamptz AS placed_at, NULL::pg_catalog.numeric AS amount, NULL::pg_catalog.numeric AS refunded_amount, '
+		'NULL::pg_catalog.text AS state, NULL::pg_catalog.bool AS discounted, NULL::pg_catalog.numeric AS cost WHERE false');
+END
+$$;
+
+-- Re-attributes the orders of the given buyers (NULL: every buyer ever
+-- enrolled): their orders since their first enrollment's signal, each
+-- credited to the latest touch (click, open, send) whose channel window
+-- covers it; ties go to the click, then the open, then the newer message.
+-- Writes only rows that changed.  Returns the rows written and removed.
+CREATE FUNCTION @extschema@._attribute(keys pg_catalog.text[], as_of pg_catalog.timestamptz,
+	OUT written pg_catalog.int8, OUT removed pg_catalog.int8)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF keys IS NULL THEN
+		keys := ARRAY(SELECT DISTINCT e.customer_id FROM @extschema@.enrollment e);
+	END IF;
+	IF pg_catalog.cardinality(keys) = 0 THEN
+		written := 0; removed := 0;
+		RETURN;
+	END IF;
+	EXECUTE pg_catalog.format($q$
+		WITH since AS (
+			SELECT e.customer_id, pg_catalog.min(e.signal_at) AS since
+			  FROM @extschema@.enrollment e WHERE e.customer_id = ANY ($1) GROUP BY 1),
+		win AS (SELECT * FROM @extschema@._attribution_windows()),
+		touches AS (
+			SELECT m.message_id, m.customer_id, m.campaign_id, m.step_no, m.channel,
+				   'send'::pg_catalog.text AS touch, m.sent_at AS touch_at, w.window_length, 3 AS rank
+			  FROM @extschema@.outbox m
+			  JOIN win w ON w.channel = m.channel AND w.touch = 'send'
+			 WHERE m.customer_id = ANY ($1) AND m.state = 'sent'
+			UNION ALL
+			SELECT m.message_id, m.customer_id, m.campaign_id, m.step_no, m.channel,
+				   CASE ev.event WHEN 'clicked' THEN 'click' ELSE 'open' END, ev.occurred_at, w.window_length,
+				   CASE ev.event WHEN 'clicked' THEN 1 ELSE 2 END
+			  FROM @extschema@.engagement_events ev
+			  CROSS JOIN LATERAL (
+				-- the message the event names (our id or the provider's), else
+				-- the latest one sent on that channel before the event
+				SELECT x.* FROM @extschema@.outbox x
+				 WHERE x.customer_id = ev.customer_id AND x.channel = ev.channel AND x.state = 'sent'
+				   AND CASE WHEN ev.message_id IS NULL THEN x.sent_at <= ev.occurred_at
+							ELSE ev.message_id IN (x.message_id::pg_catalog.text, x.provider_message_id) END
+				 ORDER BY x.sent_at DESC, x.message_id DESC LIMIT 1) m
+			  JOIN win w ON w.channel = m.channel
+						AND w.touch = CASE ev.event WHEN 'clicked' THEN 'click' ELSE 'open' END
+			 WHERE ev.customer_id = ANY ($1) AND ev.event IN ('opened', 'clicked') AND ev.occurred_at >= m.sent_at),
+		fresh AS (
+			SELECT o.source, o.order_id, o.customer_id, o.placed_at, o.amount, o.refunded_amount, o.state,
+				   o.discounted, o.cost, t.message_id, t.campaign_id, t.step_no, t.channel, t.touch, t.touch_at,
+				   st.offer_percent
+			  FROM (%s) o
+			  JOIN since s ON s.customer_id = o.customer_id AND o.placed_at >= s.since
+			  LEFT JOIN LATERAL (
+				SELECT * FROM touches t
+				 WHERE t.customer_id = o.customer_id AND t.touch_at <= o.placed_at
+				   AND o.placed_at < t.touch_at + t.window_length
+				 ORDER BY t.touch_at DESC, t.rank, t.message_id DESC LIMIT 1) t ON true
+			  LEFT JOIN @extschema@.campaign_step st ON st.campaign_id = t.campaign_id AND st.step_no = t.step_no),
+		gone AS (
+			DELETE FROM @extschema@.campaign_orders c
+			 WHERE c.customer_id = ANY ($1)
+			   AND NOT EXISTS (SELECT FROM fresh f WHERE f.source = c.source AND f.order_id = c.order_id)
+			RETURNING 1),
+		upserted AS (
+			INSERT INTO @extschema@.campaign_orders AS c (source, order_id, customer_id, placed_at, amount,
+				refunded_amount, state, discounted, cost, message_id, campaign_id, step_no, channel, touch,
+				touch_at, offer_percent, attributed_at)
+			SELECT f.*, $2 FROM fresh f
+			ON CONFLICT (source, order_id) DO UPDATE
+			   SET (customer_id, placed_at, amount, refunded_amount, state, discounted, cost, message_id,
+					campaign_id, step_no, channel, touch, touch_at, offer_percent, attributed_at)
+				 = (excluded.customer_id, excluded.placed_at, excluded.amount, excluded.refunded_amount,
+					excluded.state, excluded.discounted, excluded.cost, excluded.message_id, excluded.campaign_id,
+					excluded.step_no, excluded.channel, excluded.touch, excluded.touch_at, excluded.offer_percent,
+					excluded.attributed_at)
+			 WHERE (c.customer_id, c.placed_at, c.amount, c.refunded_amount, c.state, c.discounted, c.cost,
+					c.message_id, c.touch, c.touch_at, c.offer_percent)
+				   IS DISTINCT FROM
+				   (excluded.customer_id, excluded.placed_at, excluded.amount, excluded.refunded_amount,
+					excluded.state, excluded.discounted, excluded.cost, excluded.message_id, excluded.touch,
+					excluded.touch_at, excluded.offer_percent)
+			RETURNING 1)
+		SELECT (SELECT pg_catalog.count(*) FROM upserted), (SELECT pg_catalog.count(*) FROM gone)$q$,
+		@extschema@._order_rows_sql(true))
+	INTO written, removed
+	USING keys, as_of;
+END
+$$;
+
+-- The tick's attribution stage: drains the queue.
+CREATE FUNCTION @extschema@._attribute_queued(as_of pg_catalog.timestamptz)
+RETURNS pg_catalog.int8
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	keys pg_catalog.text[];
+	everyone pg_catalog.bool;
+	a record;
+BEGIN
+	WITH drained AS (DELETE FROM @extschema@.attribution_queue RETURNING customer_id)
+	SELECT pg_catalog.bool_or(d.customer_id IS NULL),
+		   pg_catalog.array_agg(DISTINCT d.customer_id) FILTER (WHERE d.customer_id IS NOT NULL)
+	  INTO everyone, keys FROM drained d;
+	IF everyone IS NULL THEN
+		RETURN 0;
+	END IF;
+	SELECT * INTO a FROM @extschema@._attribute(CASE WHEN everyone THEN NULL ELSE keys END, as_of);
+	RETURN a.written + a.removed;
+END
+$$;
+
+CREATE FUNCTION @extschema@.reattribute(as_of pg_catalog.timestamptz DEFAULT pg_catalog.now())
+RETURNS pg_catalog.int8
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a record;
+BEGIN
+	DELETE FROM @extschema@.attribution_queue;
+	SELECT * INTO a FROM @extschema@._attribute(NULL, as_of);
+	RETURN a.written + a.removed;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.reattribute(pg_catalog.timestamptz) IS
+'Attributes the orders of every buyer ever enrolled again, from the current orders, messages and engagement; returns the rows changed';
+
+ALTER TABLE @extschema@.tick_runs ADD COLUMN orders_attributed pg_catalog.int4;
+COMMENT ON COLUMN @extschema@.tick_runs.orders_attributed IS 'campaign_orders rows written or removed by the attribution stage';
+
+-- The tick as in 0.4.0, with attribution after segment evaluation.
+CREATE OR REPLACE FUNCTION @extschema@._tick_work(run_id pg_catalog.int8, as_of pg_catalog.timestamptz,
+	OUT run_status pg_catalog.text, OUT run_enrolled pg_catalog.int4, OUT run_steps_due pg_catalog.int4,
+	OUT run_queued pg_catalog.int4, OUT run_deferred pg_catalog.int4, OUT run_skipped pg_catalog.int4,
+	OUT run_error pg_catalog.text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	since pg_catalog.timestamptz;
+	fr record;
+	ev record;
+	adv record;
+	attributed pg_catalog.int8;
+	ch pg_catalog.text;
+	code pg_catalog.text;
+BEGIN
+	BEGIN
+		SELECT t.watermark INTO since FROM @extschema@.tick_state t FOR UPDATE;
+		SELECT * INTO fr FROM @extschema@.refresh_facts(as_of);
+		SELECT * INTO ev FROM @extschema@.evaluate_segments(as_of);
+		attributed := @extschema@._attribute_queued(as_of);
+		run_enrolled := @extschema@._enroll(as_of, since);
+		SELECT * INTO adv FROM @extschema@._advance_due(as_of);
+		run_steps_due := adv.due; run_queued := adv.queued;
+		run_deferred := adv.deferred; run_skipped := adv.skipped;
+		-- wake the senders of every channel with something to claim
+		FOR ch IN SELECT x FROM unnest(ARRAY['email', 'sms', 'telegram', 'push']) x
+				   WHERE x = ANY (adv.channels)
+					  OR EXISTS (SELECT FROM @extschema@.outbox o
+								  WHERE o.channel = x AND o.state = 'ready' AND o.not_before <= as_of)
+		LOOP
+			PERFORM pg_notify('segments_outbox', ch);
+		END LOOP;
+		UPDATE @extschema@.tick_state t
+		   SET watermark = as_of, last_run_id = _tick_work.run_id;
+		UPDATE @extschema@.tick_runs r
+		   SET status = 'succeeded', finished_at = clock_timestamp(),
+			   customers_refreshed = fr.customers_changed, segment_enters = ev.entered, segment_exits = ev.exited,
+			   orders_attributed = attributed,
+			   enrolled = run_enrolled, steps_due = run_steps_due, queued = run_queued,
+			   deferred = run_deferred, skipped = run_skipped
+		 WHERE r.run_id = _tick_work.run_id;
+		run_status := 'succeeded';
+	EXCEPTION WHEN OTHERS THEN
+		GET STACKED DIAGNOSTICS run_error = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+		run_error := code || ': ' || run_error;
+		run_status := 'failed';
+		run_enrolled := NULL; run_steps_due := NULL; run_queued := NULL;
+		run_deferred := NULL; run_skipped := NULL;
+		UPDATE @extschema@.tick_runs r
+		   SET status = 'failed', finished_at = clock_timestamp(), error = run_error
+		 WHERE r.run_id = _tick_work.run_id;
+		RAISE WARNING 'segments tick % failed: %', run_id, run_error;
+	END;
+END
+$$;
+
+
 
 
 --------------------------------------------------------------------------------
 -- 3. Report views
 --------------------------------------------------------------------------------
+
+-- Plain views for BI tools: stable names and types, one COMMENT per view and
+-- column, no personal data (no customer ids, addresses or profile columns):
+-- the reader role gets these and nothing else.  Days are the shop's days
+-- (setting shop_time_zone).  Internal views (leading underscore) hold the
+-- joins several reports share.
+
+-- Each engagement event (other than sent) with the campaign message it is
+-- about: the message it names (our id or the provider's), else the latest
+-- one sent to the buyer on that channel before the event.
+CREATE VIEW @extschema@._engagement_messages AS
+	SELECT ev.event_id, ev.customer_id, ev.channel, ev.event, ev.occurred_at, m.message_id, m.sent_at
+	  FROM @extschema@.engagement_events ev
+	 CROSS JOIN LATERAL (
+		SELECT x.message_id, x.sent_at FROM @extschema@.outbox x
+		 WHERE x.customer_id = ev.customer_id AND x.channel = ev.channel AND x.state = 'sent'
+		   AND CASE WHEN ev.message_id IS NULL THEN x.sent_at <= ev.occurred_at
+					ELSE ev.message_id IN (x.message_id::pg_catalog.text, x.provider_message_id) END
+		 ORDER BY x.sent_at DESC, x.message_id DESC LIMIT 1) m
+	 WHERE ev.event <> 'sent' AND ev.occurred_at >= m.sent_at;
+
+COMMENT ON VIEW @extschema@._engagement_messages IS
+'Internal: each engagement event with the campaign message it belongs to';
+
+-- One row: the settings reports read (inlined, so readers need no access to
+-- the settings tables).
+CREATE VIEW @extschema@._report_settings AS
+	SELECT pg_catalog.max(s.value) FILTER (WHERE s.name = 'shop_time_zone') AS time_zone,
+		   pg_catalog.max(s.value) FILTER (WHERE s.name = 'attribution_windows')::pg_catalog.jsonb AS windows,
+		   pg_catalog.max(s.value) FILTER (WHERE s.name = 'lift_min_group')::pg_catalog.int4 AS lift_min_group,
+		   pg_catalog.max(s.value) FILTER (WHERE s.name = 'cart_abandon_after')::pg_catalog.interval AS cart_abandon_after,
+		   pg_catalog.max(s.value) FILTER (WHERE s.name = 'checkout_abandon_after')::pg_catalog.interval AS checkout_abandon_after
+	  FROM @extschema@.settings s;
+
+COMMENT ON VIEW @extschema@._report_settings IS 'Internal: the settings the report views use, in one row';
+
+-- Per campaign: how long after the signal an order still counts for lift:
+-- the last step's delay plus the longest click window of its channels.
+CREATE VIEW @extschema@._campaign_windows AS
+	SELECT st.campaign_id,
+		   pg_catalog.max(st.delay) + COALESCE(pg_catalog.max((r.windows -> st.channel ->> 'click')::pg_catalog.interval),
+											   '0'::pg_catalog.interval) AS conversion_window
+	  FROM @extschema@.campaign_step st CROSS JOIN @extschema@._report_settings r
+	 GROUP BY st.campaign_id;
+
+COMMENT ON VIEW @extschema@._campaign_windows IS 'Internal: each campaign''s conversion window for holdout lift';
+
+-- Every sent message with what came of it.
+CREATE VIEW @extschema@._message_outcomes AS
+	SELECT m.message_id, m.campaign_id, m.step_no, m.channel, m.customer_id, m.enrollment_id, m.sent_at,
+		   (m.sent_at AT TIME ZONE r.time_zone)::pg_catalog.date AS day,
+		   COALESCE(e.delivered, false) AS delivered, COALESCE(e.opened, false) AS opened,
+		   COALESCE(e.clicked, false) AS clicked, COALESCE(e.complained, false) AS complained,
+		   EXISTS (SELECT FROM @extschema@.consent_events ce
+					WHERE ce.customer_id = m.customer_id AND ce.channel = m.channel AND NOT ce.granted
+					  AND ce.occurred_at >= m.sent_at
+					  AND ce.occurred_at < m.sent_at + COALESCE((r.windows -> m.channel ->> 'click')::pg_catalog.interval,
+																 '1 day'::pg_catalog.interval)
+					  -- the opt-out goes to the latest message before it
+					  AND NOT EXISTS (SELECT FROM @extschema@.outbox n
+									   WHERE n.customer_id = m.customer_id AND n.channel = m.channel AND n.state = 'sent'
+										 AND n.sent_at > m.sent_at AND n.sent_at <= ce.occurred_at)) AS opted_out,
+		   COALESCE(c.orders, 0) AS credited_orders, COALESCE(c.revenue, 0) AS revenue,
+		   COALESCE(c.refunded, 0) AS refunded, COALESCE(c.discount_cost, 0) AS discount_cost, c.margin
+	  FROM @extschema@.outbox m
+	 CROSS JOIN @extschema@._report_settings r
+	  LEFT JOIN (SELECT em.message_id,
+						pg_catalog.bool_or(em.event = 'delivered') AS delivered,
+						pg_catalog.bool_or(em.event IN ('opened', 'clicked')) AS opened,
+						pg_catalog.bool_or(em.event = 'clicked') AS clicked,
+						pg_catalog.bool_or(em.event = 'complained') AS complained
+				   FROM @extschema@._engagement_messages em GROUP BY em.message_id) e ON e.message_id = m.message_id
+	  LEFT JOIN (SELECT o.message_id,
+						pg_catalog.count(*) FILTER (WHERE o.state = 'completed') AS orders,
+						COALESCE(pg_catalog.sum(o.amount - o.refunded_amount) FILTER (WHERE o.state = 'completed'), 0) AS revenue,
+						COALESCE(pg_catalog.sum(CASE WHEN o.state = 'completed' THEN o.refunded_amount
+													 WHEN o.state = 'refunded' THEN o.amount ELSE 0 END), 0) AS refunded,
+						COALESCE(pg_catalog.sum((o.amount - o.refunded_amount) * o.offer_percent / (100 - o.offer_percent))
+							FILTER (WHERE o.state = 'completed' AND o.offer_percent < 100 AND o.discounted IS NOT false), 0) AS discount_cost,
+						pg_catalog.sum(o.amount - o.refunded_amount - o.cost) FILTER (WHERE o.state = 'completed') AS margin
+				   FROM @extschema@.campaign_orders o WHERE o.message_id IS NOT NULL GROUP BY o.message_id) c
+		ON c.message_id = m.message_id
+	 WHERE m.state = 'sent';
+
+COMMENT ON VIEW @extschema@._message_outcomes IS 'Internal: every sent message with its engagement, opt-out and credited orders';
+
+CREATE VIEW @extschema@.report_campaign_steps_daily AS
+	SELECT x.campaign_id, x.step_no, x.channel, x.day,
+		   pg_catalog.count(*) AS sent,
+		   pg_catalog.count(*) FILTER (WHERE x.delivered) AS delivered,
+		   pg_catalog.count(*) FILTER (WHERE x.opened) AS opened,
+		   pg_catalog.count(*) FILTER (WHERE x.clicked) AS clicked,
+		   pg_catalog.sum(x.credited_orders)::pg_catalog.int8 AS credited_orders,
+		   pg_catalog.sum(x.revenue) AS revenue,
+		   pg_catalog.sum(x.refunded) AS refunded,
+		   pg_catalog.sum(x.revenue) / pg_catalog.count(DISTINCT x.customer_id) AS revenue_per_recipient,
+		   (pg_catalog.count(DISTINCT x.customer_id) FILTER (WHERE x.credited_orders > 0))::pg_catalog.float8
+			 / pg_catalog.count(DISTINCT x.customer_id) AS conversion_rate,
+		   pg_catalog.sum(x.revenue) / NULLIF(pg_catalog.sum(x.credited_orders), 0) AS aov,
+		   pg_catalog.sum(x.discount_cost) AS discount_cost,
+		   pg_catalog.sum(x.margin) AS credited_margin,
+		   pg_catalog.count(*) FILTER (WHERE x.opted_out) AS opt_outs,
+		   pg_catalog.count(*) FILTER (WHERE x.complained) AS complaints
+	  FROM @extschema@._message_outcomes x
+	 GROUP BY x.campaign_id, x.step_no, x.channel, x.day;
+
+CREATE VIEW @extschema@.report_decisions_daily AS
+	SELECT (d.decided_at AT TIME ZONE r.time_zone)::pg_catalog.date AS day, d.campaign_id, d.step_no, d.channel,
+		   d.stage, d.decision, COALESCE(d.reason, '') AS reason,
+		   pg_catalog.count(*) AS decisions, pg_catalog.count(DISTINCT d.enrollment_id) AS enrollments
+	  FROM @extschema@.decision_log d CROSS JOIN @extschema@._report_settings r
+	 WHERE d.decision IN ('skip', 'defer')
+	 GROUP BY 1, d.campaign_id, d.step_no, d.channel, d.stage, d.decision, COALESCE(d.reason, '');
+
+CREATE VIEW @extschema@.report_campaigns AS
+	SELECT c.campaign_id, c.title, c.signal, c.status, c.holdout_percent,
+		   COALESCE(e.enrolled, 0) AS enrolled, COALESCE(e.holdout, 0) AS holdout,
+		   COALESCE(m.recipients, 0) AS recipients, COALESCE(m.sent, 0) AS sent,
+		   COALESCE(d.skipped, 0) AS skipped, COALESCE(d.deferred, 0) AS deferred,
+		   COALESCE(m.delivered, 0) AS delivered, COALESCE(m.opened, 0) AS opened, COALESCE(m.clicked, 0) AS clicked,
+		   COALESCE(m.credited_orders, 0) AS credited_orders, COALESCE(m.revenue, 0) AS revenue,
+		   COALESCE(m.refunded, 0) AS refunded,
+		   m.revenue / NULLIF(m.recipients, 0) AS revenue_per_recipient,
+		   m.converted::pg_catalog.float8 / NULLIF(m.recipients, 0) AS conversion_rate,
+		   m.revenue / NULLIF(m.credited_orders, 0) AS aov,
+		   COALESCE(m.discount_cost, 0) AS discount_cost, m.margin AS credited_margin,
+		   COALESCE(m.opt_outs, 0) AS opt_outs, COALESCE(m.complaints, 0) AS complaints
+	  FROM @extschema@.campaign c
+	  LEFT JOIN (SELECT x.campaign_id, pg_catalog.count(*) AS enrolled, pg_catalog.count(*) FILTER (WHERE x.holdout) AS holdout
+				   FROM @extschema@.enrollment x GROUP BY 1) e ON e.campaign_id = c.campaign_id
+	  LEFT JOIN (SELECT x.campaign_id, pg_catalog.count(DISTINCT x.customer_id) AS recipients, pg_catalog.count(*) AS sent,
+						pg_catalog.count(*) FILTER (WHERE x.delivered) AS delivered,
+						pg_catalog.count(*) FILTER (WHERE x.opened) AS opened,
+						pg_catalog.count(*) FILTER (WHERE x.clicked) AS clicked,
+						pg_catalog.sum(x.credited_orders)::pg_catalog.int8 AS credited_orders,
+						pg_catalog.count(DISTINCT x.customer_id) FILTER (WHERE x.credited_orders > 0) AS converted,
+						pg_catalog.sum(x.revenue) AS revenue, pg_catalog.sum(x.refunded) AS refunded,
+						pg_catalog.sum(x.discount_cost) AS discount_cost, pg_catalog.sum(x.margin) AS margin,
+						pg_catalog.count(*) FILTER (WHERE x.opted_out) AS opt_outs,
+						pg_catalog.count(*) FILTER (WHERE x.complained) AS complaints
+				   FROM @extschema@._message_outcomes x GROUP BY 1) m ON m.campaign_id = c.campaign_id
+	  LEFT JOIN (SELECT x.campaign_id, pg_catalog.count(*) FILTER (WHERE x.decision = 'skip') AS skipped,
+						pg_catalog.count(*) FILTER (WHERE x.decision = 'defer') AS deferred
+				   FROM @extschema@.decision_log x GROUP BY 1) d ON d.campaign_id = c.campaign_id;
+
+-- Holdout lift: every enrollment (treatment or holdout, sent or not) with
+-- the completed orders its buyer placed within the campaign's conversion
+-- window after the signal; the difference between the groups is what the
+-- campaign caused.  95 % intervals: normal approximation for the difference
+-- of two proportions, Welch for the difference of two means.
+CREATE VIEW @extschema@._enrollment_outcomes AS
+	SELECT e.enrollment_id, e.campaign_id, e.holdout, w.conversion_window,
+		   COALESCE(o.orders, 0) > 0 AS converted, COALESCE(o.revenue, 0) AS revenue
+	  FROM @extschema@.enrollment e
+	  JOIN @extschema@._campaign_windows w ON w.campaign_id = e.campaign_id
+	  LEFT JOIN LATERAL (
+		SELECT pg_catalog.count(*) AS orders, pg_catalog.sum(co.amount - co.refunded_amount) AS revenue
+		  FROM @extschema@.campaign_orders co
+		 WHERE co.customer_id = e.customer_id AND co.state = 'completed'
+		   AND co.placed_at >= e.signal_at AND co.placed_at < e.signal_at + w.conversion_window) o ON true;
+
+COMMENT ON VIEW @extschema@._enrollment_outcomes IS 'Internal: each enrollment with its conversion and revenue in the conversion window';
+
+CREATE VIEW @extschema@.report_holdout_lift AS
+	WITH g AS (
+		SELECT x.campaign_id, pg_catalog.max(x.conversion_window) AS conversion_window,
+			   pg_catalog.count(*) FILTER (WHERE NOT x.holdout) AS nt,
+			   pg_catalog.count(*) FILTER (WHERE x.holdout) AS nh,
+			   pg_catalog.count(*) FILTER (WHERE NOT x.holdout AND x.converted) AS ct,
+			   pg_catalog.count(*) FILTER (WHERE x.holdout AND x.converted) AS ch,
+			   COALESCE(pg_catalog.sum(x.revenue) FILTER (WHERE NOT x.holdout), 0) AS rt,
+			   COALESCE(pg_catalog.sum(x.revenue) FILTER (WHERE x.holdout), 0) AS rh,
+			   COALESCE(pg_catalog.var_samp(x.revenue::pg_catalog.float8) FILTER (WHERE NOT x.holdout), 0) AS vt,
+			   COALESCE(pg_catalog.var_samp(x.revenue::pg_catalog.float8) FILTER (WHERE x.holdout), 0) AS vh
+		  FROM @extschema@._enrollment_outcomes x GROUP BY x.campaign_id),
+	s AS (
+		SELECT g.*, g.ct::pg_catalog.float8 / NULLIF(g.nt, 0) AS pt, g.ch::pg_catalog.float8 / NULLIF(g.nh, 0) AS ph,
+			   g.rt / NULLIF(g.nt, 0) AS mt, g.rh / NULLIF(g.nh, 0) AS mh
+		  FROM g),
+	l AS (
+		SELECT s.*, s.pt - s.ph AS dp,
+			   1.959964 * pg_catalog.sqrt(s.pt * (1 - s.pt) / NULLIF(s.nt, 0) + s.ph * (1 - s.ph) / NULLIF(s.nh, 0)) AS ep,
+			   s.mt - s.mh AS dm,
+			   1.959964 * pg_catalog.sqrt(s.vt / NULLIF(s.nt, 0) + s.vh / NULLIF(s.nh, 0)) AS em
+		  FROM s)
+	SELECT l.campaign_id, l.conversion_window,
+		   l.nt AS treatment_enrollments, l.nh AS holdout_enrollments,
+		   l.ct AS treatment_conversions, l.ch AS holdout_conversions,
+		   l.pt AS treatment_conversion_rate, l.ph AS holdout_conversion_rate,
+		   l.dp AS conversion_lift, l.dp / NULLIF(l.ph, 0) AS conversion_lift_relative,
+		   l.dp - l.ep AS conversion_lift_low, l.dp + l.ep AS conversion_lift_high,
+		   l.rt AS treatment_revenue, l.rh AS holdout_revenue,
+		   l.mt AS treatment_revenue_per_enrollment, l.mh AS holdout_revenue_per_enrollment,
+		   l.dm AS revenue_lift, l.dm / NULLIF(l.mh, 0) AS revenue_lift_relative,
+		   l.dm - l.em::pg_catalog.numeric AS revenue_lift_low, l.dm + l.em::pg_catalog.numeric AS revenue_lift_high,
+		   l.dm * l.nt AS incremental_revenue,
+		   (l.nt < r.lift_min_group OR l.nh < r.lift_min_group) AS too_small_to_tell,
+		   COALESCE(l.nt >= r.lift_min_group AND l.nh >= r.lift_min_group
+					AND (l.dp - l.ep > 0 OR l.dp + l.ep < 0), false) AS conversion_lift_significant
+	  FROM l CROSS JOIN @extschema@._report_settings r;
+
+CREATE VIEW @extschema@.report_segments AS
+	WITH total AS (SELECT pg_catalog.count(*) AS customers FROM @extschema@.customer_facts),
+	members AS (
+		SELECT m.segment_id, pg_catalog.count(*) AS members,
+			   pg_catalog.count(*) FILTER (WHERE f.orders > 0) AS buyers,
+			   pg_catalog.count(*) FILTER (WHERE f.orders > 1) AS repeat_buyers,
+			   pg_catalog.sum(f.net_revenue) AS revenue, pg_catalog.sum(f.orders) AS orders,
+			   pg_catalog.count(*) FILTER (WHERE EXISTS (SELECT FROM @extschema@.consent_events ce
+														  WHERE ce.customer_id = m.customer_id AND NOT ce.granted)) AS opted_out
+		  FROM @extschema@.segment_membership m
+		  JOIN @extschema@.customer_facts f ON f.customer_id = m.customer_id
+		 GROUP BY m.segment_id)
+	SELECT z.segment_id, z.title, z.kind, z.priority, z.enabled,
+		   COALESCE(n.members, 0) AS members, z.primary_members,
+		   COALESCE(n.members, 0)::pg_catalog.float8 / NULLIF(t.customers, 0) AS share,
+		   COALESCE(n.revenue, 0) AS revenue, n.revenue / NULLIF(n.orders, 0) AS aov,
+		   COALESCE(n.buyers, 0) AS buyers,
+		   n.repeat_buyers::pg_catalog.float8 / NULLIF(n.buyers, 0) AS repeat_purchase_rate,
+		   n.opted_out::pg_catalog.float8 / NULLIF(n.members, 0) AS opt_out_rate,
+		   z.too_small, z.min_size
+	  FROM @extschema@.segment_sizes z CROSS JOIN total t
+	  LEFT JOIN members n ON n.segment_id = z.segment_id;
+
+CREATE VIEW @extschema@.report_segment_flow_weekly AS
+	SELECT pg_catalog.date_trunc('week', x.at AT TIME ZONE r.time_zone)::pg_catalog.date AS week,
+		   x.segment_id AS from_segment, n.segment_id AS to_segment, pg_catalog.count(DISTINCT x.customer_id) AS customers
+	  FROM @extschema@.segment_history x
+	  JOIN @extschema@.segment_history n
+		ON n.evaluation_id = x.evaluation_id AND n.customer_id = x.customer_id AND n.change = 'enter'
+	 CROSS JOIN @extschema@._report_settings r
+	 WHERE x.change = 'exit'
+	 GROUP BY 1, 2, 3;
+
+CREATE VIEW @extschema@.report_rfm_grid AS
+	WITH cells AS (
+		SELECT f.rfm_recency, f.rfm_frequency, pg_catalog.count(*) AS customers, pg_catalog.sum(f.net_revenue) AS revenue,
+			   pg_catalog.avg(f.rfm_monetary)::pg_catalog.float8 AS monetary_score
+		  FROM @extschema@.segment_facts f WHERE f.orders > 0 GROUP BY 1, 2)
+	SELECT r.r AS recency_score, q.f AS frequency_score, COALESCE(c.customers, 0) AS customers,
+		   COALESCE(c.customers, 0)::pg_catalog.float8 / NULLIF(pg_catalog.sum(c.customers) OVER (), 0) AS share,
+		   COALESCE(c.revenue, 0) AS revenue, c.monetary_score
+	  FROM pg_catalog.generate_series(1, 5) r (r)
+	 CROSS JOIN pg_catalog.generate_series(1, 5) q (f)
+	  LEFT JOIN cells c ON c.rfm_recency = r.r AND c.rfm_frequency = q.f;
+
+-- Carts per day come from every carts source (the shop's tables and
+-- tracked_carts): a function reading them as the extension's owner, which
+-- returns counts only.
+CREATE FUNCTION @extschema@.cart_funnel_daily()
+RETURNS TABLE (day pg_catalog.date, carts_started pg_catalog.int8, checkouts_started pg_catalog.int8,
+			   carts_converted pg_catalog.int8, carts_abandoned pg_catalog.int8, abandoned_value pg_catalog.numeric)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s record;
+	c pg_catalog.jsonb;
+	o pg_catalog.jsonb;
+	parts pg_catalog.text[] := '{}';
+	r record;
+BEGIN
+	SELECT * INTO r FROM @extschema@._report_settings;
+	FOR s IN SELECT * FROM @extschema@.sources x WHERE x.kind = 'carts' ORDER BY x.builtin, x.relation::pg_catalog.oid LOOP
+		c := s.columns;
+		o := s.options;
+		parts := parts || pg_catalog.format(
+			'SELECT %s AS created_at, %s AS updated_at, %s AS value, %s AS checkout, '
+			'(%s IS NOT NULL OR %s = ANY(%L::pg_catalog.text[])) AS converted FROM %s t WHERE t.%I IS NOT NULL',
+			@extschema@._column_expr(s.relation, 't', c->>'created_at', 'time', o),
+			@extschema@._column_expr(s.relation, 't', c->>'updated_at', 'time', o),
+			@extschema@._column_expr(s.relation, 't', c->>'value', 'amount', o),
+			CASE WHEN c ? 'stage' THEN pg_catalog.format('COALESCE(%s = ANY(%L::pg_catalog.text[]), false)',
+				@extschema@._column_expr(s.relation, 't', c->>'stage', 'text', o),
+				COALESCE(@extschema@._text_array(o->'checkout_stages'), '{checkout}')) ELSE 'false' END,
+			@extschema@._column_expr(s.relation, 't', c->>'converted_order', 'raw', o),
+			@extschema@._column_expr(s.relation, 't', c->>'status', 'text', o), @extschema@._text_array(o->'converted'),
+			s.relation, c->>'cart_id');
+	END LOOP;
+	IF pg_catalog.cardinality(parts) = 0 THEN
+		RETURN;
+	END IF;
+	RETURN QUERY EXECUTE pg_catalog.format(
+		'SELECT (k.created_at AT TIME ZONE $1)::pg_catalog.date, pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE k.checkout),
+				pg_catalog.count(*) FILTER (WHERE k.converted),
+				pg_catalog.count(*) FILTER (WHERE NOT k.converted AND k.updated_at
+					+ CASE WHEN k.checkout THEN $3 ELSE $2 END <= pg_catalog.now()),
+				COALESCE(pg_catalog.sum(k.value) FILTER (WHERE NOT k.converted AND k.updated_at
+					+ CASE WHEN k.checkout THEN $3 ELSE $2 END <= pg_catalog.now()), 0)
+		   FROM (%s) k GROUP BY 1', pg_catalog.array_to_string(parts, ' UNION ALL '))
+	USING r.time_zone, r.cart_abandon_after, r.checkout_abandon_after;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.cart_funnel_daily() IS
+'Carts and checkouts started per shop day across every carts source, with how many converted and how many were abandoned (counts only)';
+
+-- Cart campaigns' enrollments with the credited orders of their messages.
+CREATE VIEW @extschema@._cart_enrollments AS
+	SELECT e.enrollment_id, e.campaign_id, e.holdout, e.signal_at,
+		   (e.signal_at AT TIME ZONE r.time_zone)::pg_catalog.date AS day,
+		   EXISTS (SELECT FROM @extschema@.outbox m WHERE m.enrollment_id = e.enrollment_id AND m.state = 'sent') AS messaged,
+		   rec.step_no AS recovered_by_step, rec.channel AS recovered_by_channel, rec.value AS recovered_value
+	  FROM @extschema@.enrollment e
+	  JOIN @extschema@.campaign c ON c.campaign_id = e.campaign_id AND c.signal IN ('cart_abandoned', 'checkout_abandoned')
+	 CROSS JOIN @extschema@._report_settings r
+	  LEFT JOIN LATERAL (
+		-- the first completed order credited to one of this enrollment's messages
+		SELECT m.step_no, m.channel, co.amount - co.refunded_amount AS value
+		  FROM @extschema@.outbox m
+		  JOIN @extschema@.campaign_orders co ON co.message_id = m.message_id AND co.state = 'completed'
+		 WHERE m.enrollment_id = e.enrollment_id
+		 ORDER BY co.placed_at, co.order_id LIMIT 1) rec ON true;
+
+COMMENT ON VIEW @extschema@._cart_enrollments IS 'Internal: cart campaign enrollments with the order that recovered the cart, if any';
+
+CREATE VIEW @extschema@.report_cart_recovery_daily AS
+	WITH f AS (SELECT * FROM @extschema@.cart_funnel_daily()),
+	e AS (
+		SELECT x.day, pg_catalog.count(*) AS carts_enrolled, pg_catalog.count(*) FILTER (WHERE x.holdout) AS carts_holdout,
+			   pg_catalog.count(*) FILTER (WHERE x.messaged) AS carts_messaged,
+			   pg_catalog.count(x.recovered_value) AS carts_recovered,
+			   COALESCE(pg_catalog.sum(x.recovered_value), 0) AS recovered_value
+		  FROM @extschema@._cart_enrollments x GROUP BY x.day)
+	SELECT COALESCE(f.day, e.day) AS day,
+		   COALESCE(f.carts_started, 0) AS carts_started, COALESCE(f.checkouts_started, 0) AS checkouts_started,
+		   COALESCE(f.carts_converted, 0) AS carts_converted, COALESCE(f.carts_abandoned, 0) AS carts_abandoned,
+		   COALESCE(f.abandoned_value, 0) AS abandoned_value,
+		   COALESCE(e.carts_enrolled, 0) AS carts_enrolled, COALESCE(e.carts_holdout, 0) AS carts_holdout,
+		   COALESCE(e.carts_messaged, 0) AS carts_messaged, COALESCE(e.carts_recovered, 0) AS carts_recovered,
+		   COALESCE(e.recovered_value, 0) AS recovered_value,
+		   e.carts_recovered::pg_catalog.float8 / NULLIF(e.carts_messaged, 0) AS recovery_rate
+	  FROM f FULL JOIN e ON e.day = f.day;
+
+CREATE VIEW @extschema@.report_cart_recovery_steps AS
+	SELECT st.campaign_id, st.step_no, st.channel,
+		   (SELECT pg_catalog.count(DISTINCT m.enrollment_id) FROM @extschema@.outbox m
+			 WHERE m.campaign_id = st.campaign_id AND m.step_no = st.step_no AND m.state = 'sent') AS carts_messaged,
+		   pg_catalog.count(x.recovered_value) AS carts_recovered,
+		   COALESCE(pg_catalog.sum(x.recovered_value), 0) AS recovered_value,
+		   pg_catalog.count(x.recovered_value)::pg_catalog.float8
+			 / NULLIF((SELECT pg_catalog.count(DISTINCT m.enrollment_id) FROM @extschema@.outbox m
+						WHERE m.campaign_id = st.campaign_id AND m.step_no = st.step_no AND m.state = 'sent'), 0) AS recovery_rate
+	  FROM @extschema@.campaign_step st
+	  JOIN @extschema@.campaign c ON c.campaign_id = st.campaign_id AND c.signal IN ('cart_abandoned', 'checkout_abandoned')
+	  LEFT JOIN @extschema@._cart_enrollments x ON x.campaign_id = st.campaign_id AND x.recovered_by_step = st.step_no
+	 GROUP BY st.campaign_id, st.step_no, st.channel;
+
+-- Comments on every report view and column: BI tools show them.
+DO $$
+DECLARE
+	c record;
+BEGIN
+	FOR c IN SELECT * FROM (VALUES
+		('report_campaigns', NULL, 'Per campaign: enrollments, messages, engagement, credited orders and revenue, discount cost, opt-outs and complaints, all time'),
+		('report_campaigns', 'campaign_id', 'The campaign'),
+		('report_campaigns', 'title', 'The campaign''s title'),
+		('report_campaigns', 'signal', 'What enrolls a buyer (segment_entered, cart_abandoned, ...)'),
+		('report_campaigns', 'status', 'draft, active, paused or archived'),
+		('report_campaigns', 'holdout_percent', 'Share of enrollments held out to measure lift'),
+		('report_campaigns', 'enrolled', 'Enrollments, holdout included'),
+		('report_campaigns', 'holdout', 'Enrollments in the holdout group (never messaged)'),
+		('report_campaigns', 'recipients', 'Distinct buyers who were sent at least one message'),
+		('report_campaigns', 'sent', 'Messages acknowledged as sent by a sender'),
+		('report_campaigns', 'skipped', 'Step decisions that skipped a message (see report_decisions_daily for reasons)'),
+		('report_campaigns', 'deferred', 'Step decisions that put a message off (quiet hours, frequency cap, ...)'),
+		('report_campaigns', 'delivered', 'Sent messages with a delivered event'),
+		('report_campaigns', 'opened', 'Sent messages opened (or clicked)'),
+		('report_campaigns', 'clicked', 'Sent messages clicked'),
+		('report_campaigns', 'credited_orders', 'Completed orders credited to the campaign''s messages (each order is credited once)'),
+		('report_campaigns', 'revenue', 'Net revenue of credited orders: amount minus refunds; fully refunded orders count nothing'),
+		('report_campaigns', 'refunded', 'Refunds on credited orders, already taken off revenue'),
+		('report_campaigns', 'revenue_per_recipient', 'revenue / recipients'),
+		('report_campaigns', 'conversion_rate', 'Recipients with a credited order / recipients'),
+		('report_campaigns', 'aov', 'Average credited order value: revenue / credited_orders'),
+		('report_campaigns', 'discount_cost', 'What the steps'' offers cost on credited orders: paid amount x offer / (100 - offer), for orders that used a discount'),
+		('report_campaigns', 'credited_margin', 'Net revenue minus cost of credited orders with a known cost (NULL: no costs known); discounts are already in it'),
+		('report_campaigns', 'opt_outs', 'Consent withdrawals on the message''s channel within its click window after the message'),
+		('report_campaigns', 'complaints', 'Messages marked as spam by the buyer'),
+		('report_campaign_steps_daily', NULL, 'Per campaign, step, channel and shop day the messages were sent: messages and what they earned'),
+		('report_campaign_steps_daily', 'campaign_id', 'The campaign'),
+		('report_campaign_steps_daily', 'step_no', 'The step of the campaign'),
+		('report_campaign_steps_daily', 'channel', 'email, sms, telegram or push'),
+		('report_campaign_steps_daily', 'day', 'Shop day (shop_time_zone) the messages were sent; everything in the row is about those messages'),
+		('report_campaign_steps_daily', 'sent', 'Messages sent'),
+		('report_campaign_steps_daily', 'delivered', 'Of those, delivered'),
+		('report_campaign_steps_daily', 'opened', 'Of those, opened or clicked'),
+		('report_campaign_steps_daily', 'clicked', 'Of those, clicked'),
+		('report_campaign_steps_daily', 'credited_orders', 'Completed orders credited to those messages'),
+		('report_campaign_steps_daily', 'revenue', 'Net revenue of the credited orders'),
+		('report_campaign_steps_daily', 'refunded', 'Refunds on the credited orders, already taken off revenue'),
+		('report_campaign_steps_daily', 'revenue_per_recipient', 'revenue / distinct recipients'),
+		('report_campaign_steps_daily', 'conversion_rate', 'Recipients with a credited order / recipients'),
+		('report_campaign_steps_daily', 'aov', 'revenue / credited_orders'),
+		('report_campaign_steps_daily', 'discount_cost', 'What the step''s offer cost on credited orders that used a discount'),
+		('report_campaign_steps_daily', 'credited_margin', 'Net revenue minus cost of credited orders with a known cost'),
+		('report_campaign_steps_daily', 'opt_outs', 'Messages followed by a consent withdrawal on their channel within the click window'),
+		('report_campaign_steps_daily', 'complaints', 'Messages marked as spam'),
+		('report_decisions_daily', NULL, 'Skipped and deferred messages per shop day, campaign, step, stage and reason'),
+		('report_decisions_daily', 'day', 'Shop day of the decision'),
+		('report_decisions_daily', 'campaign_id', 'The campaign'),
+		('report_decisions_daily', 'step_no', 'The step'),
+		('report_decisions_daily', 'channel', 'The step''s channel'),
+		('report_decisions_daily', 'stage', 'tick (deciding a due step) or claim (checked again when a sender claimed it)'),
+		('report_decisions_daily', 'decision', 'skip or defer'),
+		('report_decisions_daily', 'reason', 'Why: converted, no_consent, frequency_cap, quiet_hours, holdout, ... (doc/campaigns.md lists them)'),
+		('report_decisions_daily', 'decisions', 'Number of decisions'),
+		('report_decisions_daily', 'enrollments', 'Distinct enrollments they were about'),
+		('report_holdout_lift', NULL, 'Per campaign: conversion and revenue per enrollment, treatment vs holdout, with the lift and its 95 % confidence interval'),
+		('report_holdout_lift', 'campaign_id', 'The campaign'),
+		('report_holdout_lift', 'conversion_window', 'Orders count when placed this long after the signal: the last step''s delay plus the click window'),
+		('report_holdout_lift', 'treatment_enrollments', 'Enrollments not held out (messaged or not: intention to treat)'),
+		('report_holdout_lift', 'holdout_enrollments', 'Enrollments held out'),
+		('report_holdout_lift', 'treatment_conversions', 'Treatment enrollments with a completed order in the window'),
+		('report_holdout_lift', 'holdout_conversions', 'Holdout enrollments with a completed order in the window'),
+		('report_holdout_lift', 'treatment_conversion_rate', 'treatment_conversions / treatment_enrollments'),
+		('report_holdout_lift', 'holdout_conversion_rate', 'holdout_conversions / holdout_enrollments'),
+		('report_holdout_lift', 'conversion_lift', 'Absolute lift: treatment minus holdout conversion rate'),
+		('report_holdout_lift', 'conversion_lift_relative', 'Relative lift: conversion_lift / holdout conversion rate'),
+		('report_holdout_lift', 'conversion_lift_low', 'Lower end of the 95 % confidence interval of conversion_lift'),
+		('report_holdout_lift', 'conversion_lift_high', 'Upper end of the 95 % confidence interval of conversion_lift'),
+		('report_holdout_lift', 'treatment_revenue', 'Net revenue of treatment buyers in their windows'),
+		('report_holdout_lift', 'holdout_revenue', 'Net revenue of holdout buyers in their windows'),
+		('report_holdout_lift', 'treatment_revenue_per_enrollment', 'treatment_revenue / treatment_enrollments'),
+		('report_holdout_lift', 'holdout_revenue_per_enrollment', 'holdout_revenue / holdout_enrollments'),
+		('report_holdout_lift', 'revenue_lift', 'Treatment minus holdout revenue per enrollment'),
+		('report_holdout_lift', 'revenue_lift_relative', 'revenue_lift / holdout revenue per enrollment'),
+		('report_holdout_lift', 'revenue_lift_low', 'Lower end of the 95 % confidence interval of revenue_lift (Welch)'),
+		('report_holdout_lift', 'revenue_lift_high', 'Upper end of the 95 % confidence interval of revenue_lift (Welch)'),
+		('report_holdout_lift', 'incremental_revenue', 'Revenue the campaign caused: revenue_lift x treatment_enrollments'),
+		('report_holdout_lift', 'too_small_to_tell', 'Either group has fewer enrollments than the setting lift_min_group'),
+		('report_holdout_lift', 'conversion_lift_significant', 'Groups large enough and the 95 % interval of conversion_lift excludes zero'),
+		('report_segments', NULL, 'Per segment: size, share of customers, revenue, AOV, repeat-purchase and opt-out rates'),
+		('report_segments', 'segment_id', 'The segment'),
+		('report_segments', 'title', 'The segment''s title'),
+		('report_segments', 'kind', 'builtin or custom'),
+		('report_segments', 'priority', 'Precedence for the primary segment (higher wins)'),
+		('report_segments', 'enabled', 'Whether the segment is evaluated'),
+		('report_segments', 'members', 'Customers in the segment now'),
+		('report_segments', 'primary_members', 'Customers whose primary segment it is'),
+		('report_segments', 'share', 'members / all customers'),
+		('report_segments', 'revenue', 'Net revenue of the members, all time'),
+		('report_segments', 'aov', 'Members'' net revenue / their completed orders'),
+		('report_segments', 'buyers', 'Members with at least one completed order'),
+		('report_segments', 'repeat_purchase_rate', 'Members with two or more completed orders / buyers'),
+		('report_segments', 'opt_out_rate', 'Members who ever withdrew consent on a channel / members'),
+		('report_segments', 'too_small', 'Fewer members than min_size: too small to measure'),
+		('report_segments', 'min_size', 'The segment''s minimum size to measure'),
+		('report_segment_flow_weekly', NULL, 'Customers moving from one segment to another per week: an exit and an enter seen by the same evaluation'),
+		('report_segment_flow_weekly', 'week', 'Monday of the shop week'),
+		('report_segment_flow_weekly', 'from_segment', 'The segment left'),
+		('report_segment_flow_weekly', 'to_segment', 'The segment entered'),
+		('report_segment_flow_weekly', 'customers', 'Distinct customers who made that move that week'),
+		('report_rfm_grid', NULL, 'Buyers and revenue per RFM recency x frequency cell (scores 1..5, 5 best); all 25 cells'),
+		('report_rfm_grid', 'recency_score', 'Recency score 1..5 (5: bought most recently)'),
+		('report_rfm_grid', 'frequency_score', 'Frequency score 1..5 (5: most orders)'),
+		('report_rfm_grid', 'customers', 'Buyers in the cell'),
+		('report_rfm_grid', 'share', 'customers / all buyers'),
+		('report_rfm_grid', 'revenue', 'Net revenue of the cell''s buyers'),
+		('report_rfm_grid', 'monetary_score', 'Average monetary score 1..5 of the cell (NULL: empty cell)'),
+		('report_cart_recovery_daily', NULL, 'Per shop day: carts started, converted and abandoned, abandoned carts enrolled in cart campaigns and recovered by a message'),
+		('report_cart_recovery_daily', 'day', 'Shop day the cart was started (carts_*) or abandoned (enrolled and recovered)'),
+		('report_cart_recovery_daily', 'carts_started', 'Carts and checkouts started that day, every carts source'),
+		('report_cart_recovery_daily', 'checkouts_started', 'Of those, carts that reached checkout'),
+		('report_cart_recovery_daily', 'carts_converted', 'Of those, carts that became an order'),
+		('report_cart_recovery_daily', 'carts_abandoned', 'Of those, carts idle past cart_abandon_after / checkout_abandon_after and not converted'),
+		('report_cart_recovery_daily', 'abandoned_value', 'Value of the abandoned carts'),
+		('report_cart_recovery_daily', 'carts_enrolled', 'Abandoned carts enrolled in a cart campaign that day, holdout included'),
+		('report_cart_recovery_daily', 'carts_holdout', 'Of those, held out'),
+		('report_cart_recovery_daily', 'carts_messaged', 'Of those, sent at least one message'),
+		('report_cart_recovery_daily', 'carts_recovered', 'Of those, followed by a completed order credited to one of its messages'),
+		('report_cart_recovery_daily', 'recovered_value', 'Net value of the first credited order of each recovered cart'),
+		('report_cart_recovery_daily', 'recovery_rate', 'carts_recovered / carts_messaged'),
+		('report_cart_recovery_steps', NULL, 'Per cart campaign step and channel: carts messaged and carts recovered by that step'),
+		('report_cart_recovery_steps', 'campaign_id', 'The cart or checkout campaign'),
+		('report_cart_recovery_steps', 'step_no', 'The step'),
+		('report_cart_recovery_steps', 'channel', 'The step''s channel'),
+		('report_cart_recovery_steps', 'carts_messaged', 'Carts whose buyer was sent this step'),
+		('report_cart_recovery_steps', 'carts_recovered', 'Carts whose recovering order was credited to this step''s message'),
+		('report_cart_recovery_steps', 'recovered_value', 'Net value of those orders'),
+		('report_cart_recovery_steps', 'recovery_rate', 'carts_recovered / carts_messaged')
+	) AS v (view_name, column_name, comment)
+	LOOP
+		IF c.column_name IS NULL THEN
+			EXECUTE pg_catalog.format('COMMENT ON VIEW @extschema@.%I IS %L', c.view_name, c.comment);
+		ELSE
+			EXECUTE pg_catalog.format('COMMENT ON COLUMN @extschema@.%I.%I IS %L', c.view_name, c.column_name, c.comment);
+		END IF;
+	END LOOP;
+END
+$$;
+
 
 
 
@@ -40,11 +987,316 @@
 -- 4. Erasure
 --------------------------------------------------------------------------------
 
+-- erase_customer() removes a person from everything of ours.  Transactional
+-- rows (orders, messages, decisions, segment history, engagement) stay, under
+-- a random pseudonym, so every report adds up as before; profiles, consent
+-- grants and free text go.  A keyed hash of the id stays, so a person the
+-- shop imports again is suppressed (consent withdrawn on every channel)
+-- instead of marketed to.  The shop's own tables are the shop's: we never
+-- write them, and erase_customer() says how many rows they still hold.
+
+-- The key of the keyed hash, created by the first erasure (a restore brings
+-- the dumped row; an install-time row would collide with it).  Stored as the
+-- HMAC-SHA-256 inner and outer pads, so hashing is plain SQL.
+CREATE TABLE @extschema@.erasure_key (
+	singleton pg_catalog.bool PRIMARY KEY DEFAULT true CHECK (singleton),
+	inner_pad pg_catalog.bytea NOT NULL CHECK (pg_catalog.length(inner_pad) = 64),
+	outer_pad pg_catalog.bytea NOT NULL CHECK (pg_catalog.length(outer_pad) = 64),
+	created_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE @extschema@.erased_customers (
+	customer_hash pg_catalog.text PRIMARY KEY,
+	erased_at pg_catalog.timestamptz NOT NULL
+);
+
+COMMENT ON TABLE @extschema@.erasure_key IS
+'The secret key of the keyed hash of erased customer ids (HMAC-SHA-256 pads); created by the first erasure, kept by pg_dump';
+COMMENT ON TABLE @extschema@.erased_customers IS
+'Keyed hashes of erased customer ids: a customer imported again with the same id is suppressed';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.erasure_key', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.erased_customers', '');
+
+-- HMAC-SHA-256 of a customer id under the erasure key, hex; NULL before the
+-- first erasure.
+CREATE FUNCTION @extschema@._keyed_hash(customer_id pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN (SELECT pg_catalog.encode(pg_catalog.sha256(k.outer_pad OPERATOR(pg_catalog.||)
+			pg_catalog.sha256(k.inner_pad OPERATOR(pg_catalog.||) pg_catalog.convert_to(customer_id, 'UTF8'))), 'hex')
+		  FROM @extschema@.erasure_key k);
+
+CREATE FUNCTION @extschema@._erasure_key_create()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	k pg_catalog.bytea;
+	ipad pg_catalog.bytea;
+	opad pg_catalog.bytea;
+BEGIN
+	IF EXISTS (SELECT FROM @extschema@.erasure_key) THEN
+		RETURN;
+	END IF;
+	-- 32 bytes from two random UUIDs (244 random bits), zero-padded to the
+	-- SHA-256 block of 64 bytes
+	k := pg_catalog.decode(pg_catalog.replace(pg_catalog.gen_random_uuid()::pg_catalog.text
+		|| pg_catalog.gen_random_uuid()::pg_catalog.text, '-', ''), 'hex')
+		 || pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex');
+	ipad := k;
+	opad := k;
+	FOR i IN 0 .. 63 LOOP
+		ipad := pg_catalog.set_byte(ipad, i, pg_catalog.get_byte(k, i) # 54);   -- 0x36
+		opad := pg_catalog.set_byte(opad, i, pg_catalog.get_byte(k, i) # 92);   -- 0x5c
+	END LOOP;
+	INSERT INTO @extschema@.erasure_key (inner_pad, outer_pad) VALUES (ipad, opad) ON CONFLICT DO NOTHING;
+END
+$$;
+
+-- Called with every refresh's keys (NULL: everyone): buyers whose id hashes
+-- to an erased one get their consent withdrawn on every channel where the
+-- latest event is a grant.  Free when nobody was ever erased.
+CREATE FUNCTION @extschema@._suppress_returning(keys pg_catalog.text[])
+RETURNS pg_catalog.int8
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n pg_catalog.int8;
+BEGIN
+	IF NOT EXISTS (SELECT FROM @extschema@.erased_customers) THEN
+		RETURN 0;
+	END IF;
+	INSERT INTO @extschema@.consent_events (customer_id, channel, granted, occurred_at, source)
+	SELECT f.customer_id, ch, false, pg_catalog.now(), 'erased: imported again'
+	  FROM @extschema@.customer_facts f
+	 CROSS JOIN pg_catalog.unnest(ARRAY['email', 'sms', 'telegram', 'push']) ch
+	 WHERE (keys IS NULL OR f.customer_id = ANY (keys))
+	   AND f.customer_id NOT LIKE 'erased:%'
+	   AND EXISTS (SELECT FROM @extschema@.erased_customers x WHERE x.customer_hash = @extschema@._keyed_hash(f.customer_id))
+	   AND (SELECT ce.granted FROM @extschema@.consent_events ce
+			 WHERE ce.customer_id = f.customer_id AND ce.channel = ch
+			 ORDER BY ce.occurred_at DESC, ce.event_id DESC LIMIT 1);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+
+CREATE FUNCTION @extschema@.is_erased(customer_id pg_catalog.text)
+RETURNS pg_catalog.bool
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN EXISTS (SELECT FROM @extschema@.erased_customers x WHERE x.customer_hash = @extschema@._keyed_hash(customer_id));
+
+COMMENT ON FUNCTION @extschema@.is_erased(pg_catalog.text) IS
+'Whether this customer id was erased with erase_customer() (compared by keyed hash)';
+
+CREATE FUNCTION @extschema@.erase_customer(customer_id pg_catalog.text, at pg_catalog.timestamptz DEFAULT pg_catalog.now())
+RETURNS TABLE (table_name pg_catalog.text, action pg_catalog.text, rows_affected pg_catalog.int8)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+	id pg_catalog.text := @extschema@._require(customer_id, 'customer_id');
+	pseudonym pg_catalog.text := 'erased:' || pg_catalog.gen_random_uuid()::pg_catalog.text;
+	col record;
+	n pg_catalog.int8;
+	s record;
+	shop_rows pg_catalog.int8 := 0;
+BEGIN
+	IF id LIKE 'erased:%' THEN
+		RAISE EXCEPTION 'customer "%" is already an erased pseudonym', id USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- a running tick finishes first; none starts until we commit
+	PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('segments.tick'));
+	PERFORM @extschema@._erasure_key_create();
+
+	-- the profile and consent grants go; queued messages are cancelled
+	DELETE FROM @extschema@.tracked_customers t WHERE t.customer_id = id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	table_name := 'tracked_customers'; action := 'deleted'; rows_affected := n; RETURN NEXT;
+	DELETE FROM @extschema@.consent_events ce WHERE ce.customer_id = id AND ce.granted;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	table_name := 'consent_events'; action := 'grants deleted'; rows_affected := n; RETURN NEXT;
+	DELETE FROM @extschema@.customer_changes c WHERE c.key = id;
+	UPDATE @extschema@.outbox o SET state = 'cancelled', lease_until = NULL, last_error = 'erased'
+	 WHERE o.customer_id = id AND o.state IN ('ready', 'leased');
+	UPDATE @extschema@.enrollment e SET state = 'stopped', stop_reason = 'erased', next_due_at = NULL, next_step_no = NULL
+	 WHERE e.customer_id = id AND e.state = 'active';
+
+	-- free text that may carry personal data
+	UPDATE @extschema@.outbox o
+	   SET variables = '{}', last_error = NULL,
+		   idempotency_key = o.campaign_id || ':' || o.step_no || ':' || pseudonym || ':' || o.enrollment_id
+	 WHERE o.customer_id = id;
+	UPDATE @extschema@.enrollment e SET signal_key = 'erased:' || e.enrollment_id, cart_id = NULL
+	 WHERE e.customer_id = id;
+	UPDATE @extschema@.decision_log d SET facts = '{}' WHERE d.customer_id = id;
+	UPDATE @extschema@.consent_events ce SET source = NULL WHERE ce.customer_id = id;
+	UPDATE @extschema@.wallet_events w SET reason = NULL WHERE w.customer_id = id;
+	UPDATE @extschema@.tracked_carts t SET link = NULL WHERE t.customer_id = id;
+
+	-- every customer reference of ours, in every table: to the pseudonym
+	FOR col IN
+		SELECT c.relname, a.attname
+		  FROM pg_catalog.pg_class c
+		  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+		 WHERE c.relnamespace = '@extschema@'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
+		   AND a.attname IN ('customer_id', 'referrer_id', 'referred_id', 'referred_by')
+		   AND a.atttypid = 'pg_catalog.text'::pg_catalog.regtype
+		 ORDER BY c.relname, a.attname
+	LOOP
+		EXECUTE pg_catalog.format('UPDATE @extschema@.%I SET %I = $2 WHERE %I = $1', col.relname, col.attname, col.attname)
+		USING id, pseudonym;
+		GET DIAGNOSTICS n = ROW_COUNT;
+		IF n > 0 THEN
+			table_name := col.relname; action := col.attname || ' pseudonymized'; rows_affected := n; RETURN NEXT;
+		END IF;
+	END LOOP;
+
+	INSERT INTO @extschema@.erased_customers (customer_hash, erased_at)
+	VALUES (@extschema@._keyed_hash(id), at) ON CONFLICT DO NOTHING;
+
+	-- facts again from what is left: the pseudonym keeps the anonymous
+	-- purchase history; the id itself only comes back if the shop's own
+	-- tables still hold it (and is then suppressed)
+	PERFORM @extschema@._write_facts(ARRAY[id, pseudonym], at);
+	DELETE FROM @extschema@.customer_changes c WHERE c.key = id;
+	IF EXISTS (SELECT FROM @extschema@.customer_facts f WHERE f.customer_id = id) THEN
+		PERFORM @extschema@._facts_refreshed(ARRAY[id, pseudonym]);
+	ELSE
+		PERFORM @extschema@._facts_refreshed(ARRAY[pseudonym]);
+	END IF;
+
+	FOR s IN SELECT x.relation, x.columns, x.key_type FROM @extschema@.sources x WHERE NOT x.builtin AND x.columns ? 'customer' LOOP
+		EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s t WHERE t.%I = ANY(%s)',
+			s.relation, s.columns->>'customer', @extschema@._keys_as(s.key_type, '$1'))
+		INTO n USING ARRAY[id];
+		shop_rows := shop_rows + n;
+	END LOOP;
+	table_name := 'shop tables'; action := 'left alone: the shop must erase these itself'; rows_affected := shop_rows;
+	RETURN NEXT;
+	IF shop_rows > 0 THEN
+		RAISE NOTICE 'customer "%": % row(s) remain in the shop''s own tables', id, shop_rows
+			USING HINT = 'segments never writes the shop''s tables; erase the customer there too. Until then the customer stays suppressed.';
+	END IF;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.erase_customer(pg_catalog.text, pg_catalog.timestamptz) IS
+'Right to erasure: removes the customer''s personal data from every table of ours, keeps transactional rows under a random pseudonym (reports stay correct) and a keyed hash that suppresses the same id if imported again';
+
+
 
 
 --------------------------------------------------------------------------------
 -- 5. Roles
 --------------------------------------------------------------------------------
+
+-- Three roles, one per kind of user; grant them to login roles:
+--   segments_reader  BI tools: the report views, nothing else (no personal data)
+--   segments_app     the shop's app and senders: tracking calls and the outbox
+--   segments_admin   staff: segments, campaigns, settings, the schedule,
+--                    explanations and erasure; reads everything but the
+--                    erasure key, and the reports
+-- The app and admin APIs are SECURITY DEFINER functions (search_path
+-- pinned, every name qualified) that only these roles may execute: the roles
+-- never get table privileges, so they can do exactly what the API does.
+-- Roles belong to the cluster: they are created once and survive DROP
+-- EXTENSION (pg_dumpall --globals-only carries them).
+DO $$
+DECLARE
+	r pg_catalog.text;
+BEGIN
+	FOREACH r IN ARRAY ARRAY['segments_reader', 'segments_app', 'segments_admin'] LOOP
+		IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+			EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+		END IF;
+	END LOOP;
+END
+$$;
+
+COMMENT ON ROLE segments_reader IS 'segments: reads the report views (no personal data)';
+COMMENT ON ROLE segments_app IS 'segments: tracking API and outbox (claim, ack, fail)';
+COMMENT ON ROLE segments_admin IS 'segments: segments, campaigns, settings, schedule, explain, erasure';
+
+GRANT USAGE ON SCHEMA @extschema@ TO segments_reader, segments_app, segments_admin;
+
+-- reader: the report views and the function one of them calls
+DO $$
+DECLARE
+	v pg_catalog.text;
+BEGIN
+	FOR v IN SELECT c.relname FROM pg_catalog.pg_class c
+			  WHERE c.relnamespace = '@extschema@'::pg_catalog.regnamespace AND c.relkind = 'v'
+				AND c.relname LIKE 'report\_%' ORDER BY 1 LOOP
+		EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.%I TO segments_reader', v);
+	END LOOP;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION @extschema@.cart_funnel_daily() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.cart_funnel_daily() TO segments_reader, segments_admin;
+
+-- admin reads everything of ours except the erasure key and hashes, and the reports
+DO $$
+DECLARE
+	t pg_catalog.text;
+BEGIN
+	FOR t IN SELECT c.relname FROM pg_catalog.pg_class c
+			  WHERE c.relnamespace = '@extschema@'::pg_catalog.regnamespace AND c.relkind IN ('r', 'v', 'p')
+				AND c.relname NOT IN ('erasure_key', 'erased_customers') ORDER BY 1 LOOP
+		EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.%I TO segments_admin', t);
+	END LOOP;
+END
+$$;
+
+-- The APIs: definer rights, executable by their role only.
+DO $$
+DECLARE
+	f record;
+BEGIN
+	FOR f IN SELECT p.oid::pg_catalog.regprocedure AS fn, p.prokind,
+					CASE WHEN p.proname IN ('track_order', 'track_refund', 'track_order_status', 'track_order_line',
+											'track_cart', 'track_cart_closed', 'track_customer', 'track_engagement',
+											'track_consent', 'track_wallet', 'track_referral', 'track_stock',
+											'track_restock_request', 'claim_messages', 'ack_message', 'ack_messages',
+											'fail_message') THEN 'segments_app'
+						 ELSE 'segments_admin' END AS grantee
+			   FROM pg_catalog.pg_proc p
+			  WHERE p.pronamespace = '@extschema@'::pg_catalog.regnamespace
+				AND p.proname IN (
+					-- app
+					'track_order', 'track_refund', 'track_order_status', 'track_order_line', 'track_cart',
+					'track_cart_closed', 'track_customer', 'track_engagement', 'track_consent', 'track_wallet',
+					'track_referral', 'track_stock', 'track_restock_request',
+					'claim_messages', 'ack_message', 'ack_messages', 'fail_message',
+					-- admin
+					'define_segment', 'define_percentile_segment', 'alter_segment', 'drop_segment',
+					'rfm_group_map_customize', 'set_setting', 'reset_setting',
+					'create_campaign', 'add_campaign_step', 'set_campaign_status', 'campaign_from_template',
+					'schedule_tick', 'unschedule_tick', 'tick', '_tick_session_begin', '_tick_work', '_tick_session_end',
+					'refresh_facts', 'rebuild_facts', 'verify_facts', 'refresh_score_breaks',
+					'evaluate_segments', 'verify_segments', 'segments_as_of', 'reattribute',
+					'explain_customer', 'explain_campaign', 'erase_customer', 'is_erased')
+			  ORDER BY 1::pg_catalog.text
+	LOOP
+		EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER', f.fn);
+		EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f.fn);
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f.fn, f.grantee);
+	END LOOP;
+END
+$$;
+
+-- run_tick() commits between its stages, so it cannot have definer rights;
+-- the functions it calls do.
+REVOKE EXECUTE ON PROCEDURE @extschema@.run_tick(pg_catalog.timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE @extschema@.run_tick(pg_catalog.timestamptz) TO segments_admin;
+GRANT segments_reader TO segments_admin;
+
 
 
 
