@@ -1058,30 +1058,41 @@ $$;
 
 -- Called with every refresh's keys (NULL: everyone): buyers whose id hashes
 -- to an erased one get their consent withdrawn on every channel where the
--- latest event is a grant.  Free when nobody was ever erased.
+-- latest event is a grant, and their facts written again at once, so the
+-- same tick already sees them without consent.  Free when nobody was ever
+-- erased.
 CREATE FUNCTION @extschema@._suppress_returning(keys pg_catalog.text[])
 RETURNS pg_catalog.int8
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	n pg_catalog.int8;
+	suppressed pg_catalog.text[];
 BEGIN
 	IF NOT EXISTS (SELECT FROM @extschema@.erased_customers) THEN
 		RETURN 0;
 	END IF;
-	INSERT INTO @extschema@.consent_events (customer_id, channel, granted, occurred_at, source)
-	SELECT f.customer_id, ch, false, pg_catalog.now(), 'erased: imported again'
-	  FROM @extschema@.customer_facts f
-	 CROSS JOIN pg_catalog.unnest(ARRAY['email', 'sms', 'telegram', 'push']) ch
-	 WHERE (keys IS NULL OR f.customer_id = ANY (keys))
-	   AND f.customer_id NOT LIKE 'erased:%'
-	   AND EXISTS (SELECT FROM @extschema@.erased_customers x WHERE x.customer_hash = @extschema@._keyed_hash(f.customer_id))
-	   AND (SELECT ce.granted FROM @extschema@.consent_events ce
-			 WHERE ce.customer_id = f.customer_id AND ce.channel = ch
-			 ORDER BY ce.occurred_at DESC, ce.event_id DESC LIMIT 1);
-	GET DIAGNOSTICS n = ROW_COUNT;
-	RETURN n;
+	WITH withdrawn AS (
+		INSERT INTO @extschema@.consent_events (customer_id, channel, granted, occurred_at, source)
+		-- stamped right after the grant it overrides, so it wins at any
+		-- as-of time the grant counts at
+		SELECT f.customer_id, ch, false, g.occurred_at + '1 microsecond'::pg_catalog.interval, 'erased: imported again'
+		  FROM @extschema@.customer_facts f
+		 CROSS JOIN pg_catalog.unnest(ARRAY['email', 'sms', 'telegram', 'push']) ch
+		 CROSS JOIN LATERAL (SELECT ce.granted, ce.occurred_at FROM @extschema@.consent_events ce
+							  WHERE ce.customer_id = f.customer_id AND ce.channel = ch
+							  ORDER BY ce.occurred_at DESC, ce.event_id DESC LIMIT 1) g
+		 WHERE (keys IS NULL OR f.customer_id = ANY (keys))
+		   AND f.customer_id NOT LIKE 'erased:%'
+		   AND g.granted
+		   AND EXISTS (SELECT FROM @extschema@.erased_customers x WHERE x.customer_hash = @extschema@._keyed_hash(f.customer_id))
+		RETURNING customer_id)
+	SELECT pg_catalog.array_agg(DISTINCT w.customer_id) INTO suppressed FROM withdrawn w;
+	IF suppressed IS NULL THEN
+		RETURN 0;
+	END IF;
+	PERFORM @extschema@._write_facts(suppressed, pg_catalog.now());
+	RETURN pg_catalog.cardinality(suppressed);
 END
 $$;
 
@@ -1129,8 +1140,13 @@ BEGIN
 	 WHERE e.customer_id = id AND e.state = 'active';
 
 	-- free text that may carry personal data
+	-- engagement naming the provider's message id names ours instead, so it
+	-- still counts for the message once the provider's id is gone
+	UPDATE @extschema@.engagement_events ev SET message_id = o.message_id::pg_catalog.text
+	  FROM @extschema@.outbox o
+	 WHERE ev.customer_id = id AND o.customer_id = id AND ev.message_id = o.provider_message_id;
 	UPDATE @extschema@.outbox o
-	   SET variables = '{}', last_error = NULL,
+	   SET variables = '{}', last_error = NULL, provider_message_id = NULL,
 		   idempotency_key = o.campaign_id || ':' || o.step_no || ':' || pseudonym || ':' || o.enrollment_id
 	 WHERE o.customer_id = id;
 	UPDATE @extschema@.enrollment e SET signal_key = 'erased:' || e.enrollment_id, cart_id = NULL
