@@ -216,7 +216,7 @@ SELECT sum(f.net_revenue) AS buyers_revenue FROM segments.customer_facts f WHERE
 SELECT segments.track_order('u7', 'o7-b', '2026-05-16 10:00+00', 10);
 SELECT status FROM segments.tick('2026-05-17');
 SELECT week, from_segment, to_segment, customers FROM segments.report_segment_flow_weekly
- WHERE from_segment = 'first_time' AND to_segment = 'repeat';
+ WHERE from_segment = 'first_time' AND to_segment = 'repeat' AND week = '2026-05-11';
 -- a cart campaign: u3's checkout k3 enrolls, the e-mail is clicked, the order recovers it
 SELECT segments.create_campaign('carts', 'checkout_abandoned', holdout_percent => 0);
 SELECT segments.add_campaign_step('carts', '1 hour', 'email', 'come_back', 'cart');

@@ -1,5 +1,5 @@
 -- segments demo, part 3: segments -> campaigns -> outbox -> a sender -> orders back.
--- Runs in database `shop` after test/demo_segments.sql. Two weeks of shop
+-- Runs in database `shop` after test/demo_segments.sql. Three weeks of shop
 -- traffic after the fixture's "now", one tick per simulated hour
 -- (CALL segments.run_tick(T), what pg_cron runs every minute), with a small
 -- sender that drains the outbox and sometimes gets opens, clicks and orders.
@@ -8,7 +8,7 @@
 SET client_min_messages = warning;
 SET TIME ZONE 'UTC';
 \set start '2026-11-06 12:00:00+00'
-\set hours 336
+\set hours 504
 
 \echo
 \echo '=== 9. Campaigns: cart recovery (e-mail) and win-back (Telegram), from the templates ==='
@@ -29,7 +29,7 @@ SELECT c.campaign_id, c.signal, s.step_no, s.delay, s.channel, s.message_key, s.
        c.holdout_percent AS holdout
   FROM segments.campaign c JOIN segments.campaign_step s USING (campaign_id) ORDER BY 1, 3;
 
--- Two weeks, hour by hour. Every hour: a few shoppers fill carts, about a
+-- Three weeks, hour by hour. Every hour: a few shoppers fill carts, about a
 -- third of new carts check out unprompted, regulars order; then the tick;
 -- then the sender claims, sends and acknowledges; some messages are opened,
 -- some clicked, and some clicked cart reminders end in an order.
@@ -67,6 +67,19 @@ BEGIN
 			   round((20 + random() * 80)::numeric, 2), 'EUR', 'web'
 		  FROM generate_series(1, floor(random() * 4)::int) g;
 		next_order := (SELECT max(id) FROM shop.orders);
+		-- now and then an abandoned cart comes back on its own, reminded or
+		-- not: the baseline the holdout group measures
+		FOR m IN SELECT c.id, c.customer_id, c.value FROM shop.carts c
+				  WHERE c.status = 'open' AND c.updated_at < t - interval '2 hours' AND random() < 0.001 LOOP
+			next_order := next_order + 1;
+			INSERT INTO shop.orders (id, customer_id, placed_at, status, total, currency, sales_channel)
+			VALUES (next_order, m.customer_id, t - interval '10 minutes', 'completed', m.value, 'EUR', 'web');
+			UPDATE shop.carts SET status = 'converted', order_id = next_order WHERE id = m.id;
+		END LOOP;
+		-- and now and then an order of the last week is refunded
+		UPDATE shop.orders o SET status = 'refunded'
+		 WHERE o.id IN (SELECT x.id FROM shop.orders x
+						 WHERE x.status = 'completed' AND x.placed_at > t - interval '7 days' AND random() < 0.0005);
 
 		CALL segments.run_tick(t);
 
@@ -78,7 +91,16 @@ BEGIN
 				   JOIN segments.outbox o USING (message_id)
 				   JOIN segments.enrollment e USING (enrollment_id) LOOP
 			PERFORM segments.ack_message(m.message_id, m.attempt, 'provider-' || m.message_id, t + interval '1 minute');
-			IF random() < 0.45 THEN
+			IF random() < 0.97 THEN
+				-- the provider reports deliveries with its own message id
+				PERFORM segments.track_engagement(m.customer_id, m.channel, 'delivered', t + interval '2 minutes',
+												  'provider-' || m.message_id);
+			END IF;
+			IF random() < 0.01 THEN
+				PERFORM segments.track_consent(m.customer_id, m.channel, false, t + interval '25 minutes', 'unsubscribe link');
+			ELSIF random() < 0.003 THEN
+				PERFORM segments.track_engagement(m.customer_id, m.channel, 'complained', t + interval '25 minutes', m.message_id::text);
+			ELSIF random() < 0.45 THEN
 				PERFORM segments.track_engagement(m.customer_id, m.channel, 'opened', t + interval '20 minutes', m.message_id::text);
 				IF random() < 0.35 THEN
 					PERFORM segments.track_engagement(m.customer_id, m.channel, 'clicked', t + interval '22 minutes', m.message_id::text);
@@ -105,7 +127,7 @@ END
 $$;
 
 \echo
-\echo '=== 10. Two weeks of ticks ==='
+\echo '=== 10. Three weeks of ticks ==='
 SELECT count(*) AS ticks, count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
        sum(enrolled) AS enrolled, sum(steps_due) AS steps_decided, sum(queued) AS queued,
        sum(deferred) AS deferred, sum(skipped) AS skipped,
