@@ -293,6 +293,23 @@ BEGIN
 END
 $$;
 
+-- Each engagement event (other than sent) with the campaign message it is
+-- about: the message it names (our id or the provider's), else the latest
+-- one sent to the buyer on that channel before the event.
+CREATE VIEW @extschema@._engagement_messages AS
+	SELECT ev.event_id, ev.customer_id, ev.channel, ev.event, ev.occurred_at, m.message_id, m.sent_at
+	  FROM @extschema@.engagement_events ev
+	 CROSS JOIN LATERAL (
+		SELECT x.message_id, x.sent_at FROM @extschema@.outbox x
+		 WHERE x.customer_id = ev.customer_id AND x.channel = ev.channel AND x.state = 'sent'
+		   AND CASE WHEN ev.message_id IS NULL THEN x.sent_at <= ev.occurred_at
+					ELSE ev.message_id IN (x.message_id::pg_catalog.text, x.provider_message_id) END
+		 ORDER BY x.sent_at DESC, x.message_id DESC LIMIT 1) m
+	 WHERE ev.event <> 'sent' AND ev.occurred_at >= m.sent_at;
+
+COMMENT ON VIEW @extschema@._engagement_messages IS
+'Internal: each engagement event with the campaign message it belongs to';
+
 -- Re-attributes the orders of the given buyers (NULL: every buyer ever
 -- enrolled): their orders since their first enrollment's signal, each
 -- credited to the latest touch (click, open, send) whose channel window
@@ -316,7 +333,9 @@ BEGIN
 			SELECT e.customer_id, pg_catalog.min(e.signal_at) AS since
 			  FROM @extschema@.enrollment e WHERE e.customer_id = ANY ($1) GROUP BY 1),
 		win AS (SELECT * FROM @extschema@._attribution_windows()),
-		touches AS (
+		-- every touch of these buyers, once; each order then picks its
+		-- best touch in one hash join (not a probe per order)
+		touches AS MATERIALIZED (
 			SELECT m.message_id, m.customer_id, m.campaign_id, m.step_no, m.channel,
 				   'send'::pg_catalog.text AS touch, m.sent_at AS touch_at, w.window_length, 3 AS rank
 			  FROM @extschema@.outbox m
@@ -324,32 +343,25 @@ BEGIN
 			 WHERE m.customer_id = ANY ($1) AND m.state = 'sent'
 			UNION ALL
 			SELECT m.message_id, m.customer_id, m.campaign_id, m.step_no, m.channel,
-				   CASE ev.event WHEN 'clicked' THEN 'click' ELSE 'open' END, ev.occurred_at, w.window_length,
-				   CASE ev.event WHEN 'clicked' THEN 1 ELSE 2 END
-			  FROM @extschema@.engagement_events ev
-			  CROSS JOIN LATERAL (
-				-- the message the event names (our id or the provider's), else
-				-- the latest one sent on that channel before the event
-				SELECT x.* FROM @extschema@.outbox x
-				 WHERE x.customer_id = ev.customer_id AND x.channel = ev.channel AND x.state = 'sent'
-				   AND CASE WHEN ev.message_id IS NULL THEN x.sent_at <= ev.occurred_at
-							ELSE ev.message_id IN (x.message_id::pg_catalog.text, x.provider_message_id) END
-				 ORDER BY x.sent_at DESC, x.message_id DESC LIMIT 1) m
+				   CASE em.event WHEN 'clicked' THEN 'click' ELSE 'open' END, em.occurred_at, w.window_length,
+				   CASE em.event WHEN 'clicked' THEN 1 ELSE 2 END
+			  FROM @extschema@._engagement_messages em
+			  JOIN @extschema@.outbox m ON m.message_id = em.message_id
 			  JOIN win w ON w.channel = m.channel
-						AND w.touch = CASE ev.event WHEN 'clicked' THEN 'click' ELSE 'open' END
-			 WHERE ev.customer_id = ANY ($1) AND ev.event IN ('opened', 'clicked') AND ev.occurred_at >= m.sent_at),
+						AND w.touch = CASE em.event WHEN 'clicked' THEN 'click' ELSE 'open' END
+			 WHERE em.customer_id = ANY ($1) AND em.event IN ('opened', 'clicked')),
 		fresh AS (
-			SELECT o.source, o.order_id, o.customer_id, o.placed_at, o.amount, o.refunded_amount, o.state,
+			SELECT DISTINCT ON (o.source, o.order_id)
+				   o.source, o.order_id, o.customer_id, o.placed_at, o.amount, o.refunded_amount, o.state,
 				   o.discounted, o.cost, t.message_id, t.campaign_id, t.step_no, t.channel, t.touch, t.touch_at,
 				   st.offer_percent
 			  FROM (%s) o
 			  JOIN since s ON s.customer_id = o.customer_id AND o.placed_at >= s.since
-			  LEFT JOIN LATERAL (
-				SELECT * FROM touches t
-				 WHERE t.customer_id = o.customer_id AND t.touch_at <= o.placed_at
-				   AND o.placed_at < t.touch_at + t.window_length
-				 ORDER BY t.touch_at DESC, t.rank, t.message_id DESC LIMIT 1) t ON true
-			  LEFT JOIN @extschema@.campaign_step st ON st.campaign_id = t.campaign_id AND st.step_no = t.step_no),
+			  LEFT JOIN touches t
+				ON t.customer_id = o.customer_id AND t.touch_at <= o.placed_at
+			   AND o.placed_at < t.touch_at + t.window_length
+			  LEFT JOIN @extschema@.campaign_step st ON st.campaign_id = t.campaign_id AND st.step_no = t.step_no
+			 ORDER BY o.source, o.order_id, t.touch_at DESC NULLS LAST, t.rank, t.message_id DESC),
 		gone AS (
 			DELETE FROM @extschema@.campaign_orders c
 			 WHERE c.customer_id = ANY ($1)
@@ -494,23 +506,6 @@ $$;
 -- the reader role gets these and nothing else.  Days are the shop's days
 -- (setting shop_time_zone).  Internal views (leading underscore) hold the
 -- joins several reports share.
-
--- Each engagement event (other than sent) with the campaign message it is
--- about: the message it names (our id or the provider's), else the latest
--- one sent to the buyer on that channel before the event.
-CREATE VIEW @extschema@._engagement_messages AS
-	SELECT ev.event_id, ev.customer_id, ev.channel, ev.event, ev.occurred_at, m.message_id, m.sent_at
-	  FROM @extschema@.engagement_events ev
-	 CROSS JOIN LATERAL (
-		SELECT x.message_id, x.sent_at FROM @extschema@.outbox x
-		 WHERE x.customer_id = ev.customer_id AND x.channel = ev.channel AND x.state = 'sent'
-		   AND CASE WHEN ev.message_id IS NULL THEN x.sent_at <= ev.occurred_at
-					ELSE ev.message_id IN (x.message_id::pg_catalog.text, x.provider_message_id) END
-		 ORDER BY x.sent_at DESC, x.message_id DESC LIMIT 1) m
-	 WHERE ev.event <> 'sent' AND ev.occurred_at >= m.sent_at;
-
-COMMENT ON VIEW @extschema@._engagement_messages IS
-'Internal: each engagement event with the campaign message it belongs to';
 
 -- One row: the settings reports read (inlined, so readers need no access to
 -- the settings tables).
@@ -696,10 +691,12 @@ CREATE VIEW @extschema@.report_segments AS
 			   pg_catalog.count(*) FILTER (WHERE f.orders > 0) AS buyers,
 			   pg_catalog.count(*) FILTER (WHERE f.orders > 1) AS repeat_buyers,
 			   pg_catalog.sum(f.net_revenue) AS revenue, pg_catalog.sum(f.orders) AS orders,
-			   pg_catalog.count(*) FILTER (WHERE EXISTS (SELECT FROM @extschema@.consent_events ce
-														  WHERE ce.customer_id = m.customer_id AND NOT ce.granted)) AS opted_out
+			   pg_catalog.count(o.customer_id) AS opted_out
 		  FROM @extschema@.segment_membership m
 		  JOIN @extschema@.customer_facts f ON f.customer_id = m.customer_id
+		  -- one hashed set of everyone who ever withdrew consent, not a probe per membership
+		  LEFT JOIN (SELECT DISTINCT ce.customer_id FROM @extschema@.consent_events ce WHERE NOT ce.granted) o
+			ON o.customer_id = m.customer_id
 		 GROUP BY m.segment_id)
 	SELECT z.segment_id, z.title, z.kind, z.priority, z.enabled,
 		   COALESCE(n.members, 0) AS members, z.primary_members,

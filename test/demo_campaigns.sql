@@ -70,7 +70,8 @@ BEGIN
 		-- now and then an abandoned cart comes back on its own, reminded or
 		-- not: the baseline the holdout group measures
 		FOR m IN SELECT c.id, c.customer_id, c.value FROM shop.carts c
-				  WHERE c.status = 'open' AND c.updated_at < t - interval '2 hours' AND random() < 0.001 LOOP
+				  WHERE c.status = 'open' AND c.customer_id IS NOT NULL AND c.updated_at < t - interval '2 hours'
+					AND random() < 0.001 LOOP
 			next_order := next_order + 1;
 			INSERT INTO shop.orders (id, customer_id, placed_at, status, total, currency, sales_channel)
 			VALUES (next_order, m.customer_id, t - interval '10 minutes', 'completed', m.value, 'EUR', 'web');
