@@ -1351,7 +1351,7 @@ COMMENT ON FUNCTION @extschema@._dashboard_label(pg_catalog.text, pg_catalog.int
 CREATE FUNCTION @extschema@._dashboard_svg(id pg_catalog.text, width pg_catalog.int4, height pg_catalog.int4,
 	label pg_catalog.text, body pg_catalog.text)
 RETURNS pg_catalog.text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE   -- format() is stable
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
