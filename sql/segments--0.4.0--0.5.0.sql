@@ -1319,3 +1319,451 @@ GRANT segments_reader TO segments_admin;
 -- (dashboard_html() and its helpers go here)
 --------------------------------------------------------------------------------
 
+
+-- dashboard_html() returns one self-contained HTML page (inline CSS and SVG,
+-- no script, no font, nothing fetched) with four charts and a table, drawn
+-- in SQL from the report views and nothing else: whoever may read the
+-- reports (segments_reader) may run it, with their own rights.  The page is
+-- well-formed XML as well as HTML (every element closed, numeric character
+-- references only), so a test can parse it with xpath().  Every text that
+-- comes from data goes through _html_escape().  Chart builders resolve
+-- operators with their pinned search_path (pg_catalog first); every operand
+-- is of a built-in type from the report views.
+
+CREATE FUNCTION @extschema@._html_escape(s pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+	s, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;'), '''', '&#39;');
+
+COMMENT ON FUNCTION @extschema@._html_escape(pg_catalog.text) IS
+'Internal: text made safe for HTML and XML element content and quoted attribute values (& < > " and '' escaped)';
+
+-- A label of at most n characters (an ellipsis marks the cut), escaped.
+CREATE FUNCTION @extschema@._dashboard_label(s pg_catalog.text, n pg_catalog.int4)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF s IS NULL THEN
+		RETURN '';
+	ELSIF pg_catalog.length(s) > n THEN
+		RETURN @extschema@._html_escape(pg_catalog.left(s, n - 1)) || '&#8230;';
+	END IF;
+	RETURN @extschema@._html_escape(s);
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@._dashboard_label(pg_catalog.text, pg_catalog.int4) IS
+'Internal: a dashboard label cut to n characters with an ellipsis, HTML-escaped';
+
+-- One chart: an <svg> with a stable id, an accessible name (<title> and
+-- aria-label) and the given body, or the "no data yet" message.
+CREATE FUNCTION @extschema@._dashboard_svg(id pg_catalog.text, width pg_catalog.int4, height pg_catalog.int4,
+	label pg_catalog.text, body pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql STABLE PARALLEL SAFE   -- format() is stable
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN pg_catalog.format(
+		'<svg id="%1$s" class="chart" role="img" aria-label="%2$s" viewBox="0 0 %3$s %4$s" width="%3$s" height="%4$s">'
+		'<title>%2$s</title>%5$s</svg>',
+		@extschema@._html_escape(id), @extschema@._html_escape(label), width, height,
+		COALESCE(body, pg_catalog.format('<text class="empty" x="%s" y="%s" text-anchor="middle">no data yet</text>',
+										 width / 2, height / 2)));
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@._dashboard_svg(pg_catalog.text, pg_catalog.int4, pg_catalog.int4, pg_catalog.text, pg_catalog.text) IS
+'Internal: an accessible SVG chart element around a body; a NULL body draws "no data yet"';
+
+-- (a) Buyers per RFM recency x frequency cell: recency on x, frequency on y
+-- (5, the best, at the right and the top), darker cells hold more buyers.
+CREATE FUNCTION @extschema@._dashboard_rfm_grid()
+RETURNS pg_catalog.text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	-- left margin, top margin, cell size
+	lm CONSTANT pg_catalog.int4 := 64;
+	tm CONSTANT pg_catalog.int4 := 12;
+	cs CONSTANT pg_catalog.int4 := 70;
+	body pg_catalog.text;
+BEGIN
+	WITH g AS (
+		SELECT r.recency_score AS x, r.frequency_score AS y, r.customers, r.revenue,
+			   pg_catalog.max(r.customers) OVER () AS top, pg_catalog.sum(r.customers) OVER () AS total
+		  FROM @extschema@.report_rfm_grid r
+		 WHERE r.recency_score BETWEEN 1 AND 5 AND r.frequency_score BETWEEN 1 AND 5),
+	c AS (
+		-- lightness 97 % (no buyers) down to 32 % (the fullest cell)
+		SELECT g.*, pg_catalog.round(97 - 65 * g.customers::pg_catalog.float8 / NULLIF(g.top, 0))::pg_catalog.int4 AS light
+		  FROM g)
+	SELECT pg_catalog.string_agg(pg_catalog.format(
+			'<rect class="mark cell" x="%s" y="%s" width="%s" height="%s" fill="hsl(214,70%%,%s%%)" '
+			'data-recency="%s" data-frequency="%s" data-customers="%s">'
+			'<title>R%s F%s: %s buyers, revenue %s</title></rect>'
+			'<text class="%s" x="%s" y="%s" text-anchor="middle">%s</text>',
+			lm + (c.x - 1) * cs + 1, tm + (5 - c.y) * cs + 1, cs - 2, cs - 2, c.light,
+			c.x, c.y, c.customers, c.x, c.y, c.customers, pg_catalog.round(c.revenue, 2),
+			CASE WHEN c.light < 60 THEN 'value on-dark' ELSE 'value' END,
+			lm + (c.x - 1) * cs + cs / 2, tm + (5 - c.y) * cs + cs / 2 + 5, c.customers),
+			'' ORDER BY c.y DESC, c.x)
+		   FILTER (WHERE c.total > 0)
+	  INTO body
+	  FROM c;
+	IF body IS NOT NULL THEN
+		-- axes: scores under the columns and left of the rows, and their names
+		SELECT body || pg_catalog.string_agg(pg_catalog.format(
+				'<text class="tick" x="%s" y="%s" text-anchor="middle">%s</text>'
+				'<text class="tick" x="%s" y="%s" text-anchor="end">%s</text>',
+				lm + (i - 1) * cs + cs / 2, tm + 5 * cs + 18, i,
+				lm - 8, tm + (5 - i) * cs + cs / 2 + 4, i), '' ORDER BY i)
+			|| pg_catalog.format('<text class="axis" x="%s" y="%s" text-anchor="middle">recency score (5: bought most recently) &#8594;</text>',
+								 lm + 5 * cs / 2, tm + 5 * cs + 40)
+			|| pg_catalog.format('<text class="axis" x="0" y="0" text-anchor="middle" transform="translate(%s,%s) rotate(-90)">frequency score (5: most orders) &#8594;</text>',
+								 18, tm + 5 * cs / 2)
+		  INTO body
+		  FROM pg_catalog.generate_series(1, 5) i;
+	END IF;
+	RETURN @extschema@._dashboard_svg('rfm-grid', lm + 5 * cs + 12, tm + 5 * cs + 52,
+		'RFM grid: buyers per recency and frequency score', body);
+END
+$$;
+
+-- (b) Members per segment, the 15 largest (empty ones left out: the note
+-- under the bars counts what is not shown); segments too small to measure
+-- (fewer members than their min_size) are drawn hatched-grey and labelled.
+CREATE FUNCTION @extschema@._dashboard_segment_sizes()
+RETURNS pg_catalog.text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	lm CONSTANT pg_catalog.int4 := 200;   -- label column
+	bw CONSTANT pg_catalog.int4 := 360;   -- longest bar
+	rh CONSTANT pg_catalog.int4 := 26;    -- row height
+	shown CONSTANT pg_catalog.int4 := 15;
+	body pg_catalog.text;
+	nrows pg_catalog.int4;
+	more pg_catalog.int8;
+BEGIN
+	WITH s AS (
+		SELECT r.segment_id, COALESCE(r.title, r.segment_id) AS title, r.members, r.share, r.too_small, r.min_size,
+			   pg_catalog.row_number() OVER (ORDER BY r.members DESC, r.segment_id) AS n,
+			   pg_catalog.count(*) OVER () AS segments, pg_catalog.sum(r.members) OVER () AS total
+		  FROM @extschema@.report_segments r WHERE r.members > 0),
+	t AS (
+		SELECT s.*, pg_catalog.max(s.members) OVER () AS most,
+			   pg_catalog.round((bw * s.members::pg_catalog.float8
+								 / NULLIF(pg_catalog.max(s.members) OVER (), 0))::pg_catalog.numeric, 1) AS w,
+			   12 + (s.n - 1) * rh AS y
+		  FROM s WHERE s.n <= shown)
+	SELECT pg_catalog.string_agg(pg_catalog.format(
+			'<text class="label" x="%s" y="%s" text-anchor="end">%s</text>'
+			'<rect class="mark bar%s" x="%s" y="%s" width="%s" height="%s" data-segment="%s" data-members="%s">'
+			'<title>%s (%s): %s members, %s %% of customers%s</title></rect>'
+			'<text class="value" x="%s" y="%s">%s%s</text>',
+			lm - 8, t.y + 14, @extschema@._dashboard_label(t.title, 28),
+			CASE WHEN t.too_small THEN ' too-small' ELSE '' END, lm, t.y, t.w, rh - 8,
+			@extschema@._html_escape(t.segment_id), t.members,
+			@extschema@._html_escape(t.title), @extschema@._html_escape(t.segment_id), t.members,
+			COALESCE(pg_catalog.round((100 * t.share)::pg_catalog.numeric, 1), 0),
+			CASE WHEN t.too_small THEN pg_catalog.format(', too small to measure (under %s)', t.min_size) ELSE '' END,
+			lm + t.w + 6, t.y + 14, t.members,
+			CASE WHEN t.too_small THEN ' &#183; too small' ELSE '' END),
+			'' ORDER BY t.n) FILTER (WHERE t.total > 0),
+		   pg_catalog.count(*)
+	  INTO body, nrows
+	  FROM t;
+	more := (SELECT pg_catalog.count(*) FROM @extschema@.report_segments r) - nrows;
+	IF body IS NOT NULL THEN
+		body := body || pg_catalog.format(
+			'<rect class="swatch too-small" x="%s" y="%s" width="14" height="10"/>'
+			'<text class="note" x="%s" y="%s">too small to measure (fewer members than its min_size)%s</text>',
+			lm, 12 + nrows * rh + 6, lm + 20, 12 + nrows * rh + 15,
+			CASE WHEN more > 0 THEN pg_catalog.format('; %s more not shown', more) ELSE '' END);
+	END IF;
+	RETURN @extschema@._dashboard_svg('segment-sizes', lm + bw + 150, 12 + GREATEST(nrows, 3) * rh + 28,
+		'Segment sizes: members of the largest segments', body);
+END
+$$;
+
+-- (c) The cart-recovery funnel over every day of report_cart_recovery_daily:
+-- carts started, abandoned, enrolled in a cart campaign, messaged,
+-- recovered; each step with its share of the step before.
+CREATE FUNCTION @extschema@._dashboard_cart_funnel()
+RETURNS pg_catalog.text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	lm CONSTANT pg_catalog.int4 := 150;   -- label column
+	bw CONSTANT pg_catalog.int4 := 420;   -- widest bar
+	rh CONSTANT pg_catalog.int4 := 46;    -- row height
+	body pg_catalog.text;
+	recovered pg_catalog.numeric;
+BEGIN
+	WITH t AS (
+		SELECT COALESCE(pg_catalog.sum(d.carts_started), 0) AS started, COALESCE(pg_catalog.sum(d.carts_abandoned), 0) AS abandoned,
+			   COALESCE(pg_catalog.sum(d.carts_enrolled), 0) AS enrolled, COALESCE(pg_catalog.sum(d.carts_messaged), 0) AS messaged,
+			   COALESCE(pg_catalog.sum(d.carts_recovered), 0) AS recovered, COALESCE(pg_catalog.sum(d.recovered_value), 0) AS value
+		  FROM @extschema@.report_cart_recovery_daily d),
+	s AS (
+		SELECT v.n, v.stage, v.carts, v.hint, t.value,
+			   pg_catalog.lag(v.carts) OVER (ORDER BY v.n) AS before,
+			   pg_catalog.max(v.carts) OVER () AS most
+		  FROM t CROSS JOIN LATERAL (VALUES
+			(1, 'carts started', t.started, 'carts and checkouts started, every carts source'),
+			(2, 'abandoned', t.abandoned, 'idle past cart_abandon_after / checkout_abandon_after and not converted'),
+			(3, 'enrolled', t.enrolled, 'abandoned carts enrolled in a cart campaign, holdout included'),
+			(4, 'messaged', t.messaged, 'enrolled carts sent at least one message'),
+			(5, 'recovered', t.recovered, 'messaged carts followed by a credited order')) v (n, stage, carts, hint)),
+	b AS (
+		-- a stage with any carts stays visible however small
+		SELECT s.*, GREATEST(pg_catalog.round((bw * s.carts::pg_catalog.float8 / NULLIF(s.most, 0))::pg_catalog.numeric, 1),
+							 CASE WHEN s.carts > 0 THEN 2 ELSE 0 END) AS w,
+			   12 + (s.n - 1) * rh AS y
+		  FROM s)
+	SELECT pg_catalog.string_agg(pg_catalog.format(
+			'<text class="label" x="%s" y="%s" text-anchor="end">%s</text>'
+			'<rect class="mark stage-%s" x="%s" y="%s" width="%s" height="%s" data-stage="%s" data-carts="%s">'
+			'<title>%s: %s (%s)</title></rect>'
+			'<text class="value" x="%s" y="%s">%s%s</text>',
+			lm - 10, b.y + 22, b.stage,
+			b.n, pg_catalog.round(lm + (bw - b.w) / 2, 1), b.y, b.w, rh - 10, pg_catalog.replace(b.stage, ' ', '_'), b.carts,
+			b.stage, b.carts, b.hint,
+			lm + bw + 10, b.y + 22, b.carts,
+			CASE WHEN b.n = 1 THEN ''
+				 WHEN b.before = 0 THEN ' (&#8211;)'
+				 ELSE pg_catalog.format(' (%s %%)', pg_catalog.round(100.0 * b.carts / b.before, 1)) END),
+			'' ORDER BY b.n) FILTER (WHERE b.most > 0),
+		   pg_catalog.max(b.value)
+	  INTO body, recovered
+	  FROM b;
+	IF body IS NOT NULL THEN
+		body := body || pg_catalog.format(
+			'<text class="note" x="%s" y="%s">percentages: share of the step before; recovered value %s</text>',
+			lm, 12 + 5 * rh + 12, pg_catalog.round(recovered, 2));
+	END IF;
+	RETURN @extschema@._dashboard_svg('cart-funnel', lm + bw + 110, 12 + 5 * rh + 24,
+		'Cart recovery funnel: carts started, abandoned, enrolled, messaged, recovered', body);
+END
+$$;
+
+-- (d) Revenue per enrollment, treatment vs holdout, per campaign (the 12
+-- with the most enrollments).  The whisker on the treatment bar is the 95 %
+-- interval of the lift, drawn from the holdout's level: where the treatment
+-- bar could be if the campaign's effect were at either end of its interval.
+CREATE FUNCTION @extschema@._dashboard_campaign_lift()
+RETURNS pg_catalog.text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	lm CONSTANT pg_catalog.int4 := 70;    -- axis labels
+	tm CONSTANT pg_catalog.int4 := 34;    -- legend
+	ph CONSTANT pg_catalog.int4 := 220;   -- plot height
+	gw CONSTANT pg_catalog.int4 := 150;   -- one campaign's group
+	shown CONSTANT pg_catalog.int4 := 12;
+	body pg_catalog.text;
+	groups pg_catalog.int4;
+	ymin pg_catalog.numeric;
+	ymax pg_catalog.numeric;
+BEGIN
+	-- the scale: zero, every bar and every whisker end
+	SELECT pg_catalog.count(*),
+		   LEAST(0, pg_catalog.min(h.treatment_revenue_per_enrollment), pg_catalog.min(h.holdout_revenue_per_enrollment),
+				 pg_catalog.min(h.holdout_revenue_per_enrollment + h.revenue_lift_low)),
+		   GREATEST(0, pg_catalog.max(h.treatment_revenue_per_enrollment), pg_catalog.max(h.holdout_revenue_per_enrollment),
+					pg_catalog.max(h.holdout_revenue_per_enrollment + h.revenue_lift_high))
+	  INTO groups, ymin, ymax
+	  FROM (SELECT x.* FROM @extschema@.report_holdout_lift x
+			 ORDER BY x.treatment_enrollments + x.holdout_enrollments DESC, x.campaign_id LIMIT shown) h;
+	IF ymax = ymin THEN
+		ymax := ymin + 1;   -- nothing earned yet: zero-height bars on a unit scale
+	END IF;
+	WITH k AS (
+		SELECT h.campaign_id, COALESCE(c.title, h.campaign_id) AS title,
+			   h.treatment_enrollments AS nt, h.holdout_enrollments AS nh,
+			   h.treatment_revenue_per_enrollment AS mt, h.holdout_revenue_per_enrollment AS mh,
+			   h.holdout_revenue_per_enrollment + h.revenue_lift_low AS lo,
+			   h.holdout_revenue_per_enrollment + h.revenue_lift_high AS hi,
+			   h.revenue_lift, h.revenue_lift_low, h.revenue_lift_high, h.too_small_to_tell,
+			   pg_catalog.row_number() OVER (ORDER BY h.treatment_enrollments + h.holdout_enrollments DESC, h.campaign_id) AS n
+		  FROM @extschema@.report_holdout_lift h
+		  LEFT JOIN @extschema@.report_campaigns c ON c.campaign_id = h.campaign_id),
+	g AS (
+		-- y of a value: tm + ph * (ymax - v) / (ymax - ymin)
+		SELECT k.*, lm + (k.n - 1) * gw + 20 AS x,
+			   pg_catalog.round(tm + ph * (ymax - 0) / (ymax - ymin), 1) AS y0,
+			   pg_catalog.round(tm + ph * (ymax - k.mt) / (ymax - ymin), 1) AS yt,
+			   pg_catalog.round(tm + ph * (ymax - k.mh) / (ymax - ymin), 1) AS yh,
+			   pg_catalog.round(tm + ph * (ymax - k.lo) / (ymax - ymin), 1) AS ylo,
+			   pg_catalog.round(tm + ph * (ymax - k.hi) / (ymax - ymin), 1) AS yhi
+		  FROM k WHERE k.n <= shown)
+	SELECT pg_catalog.string_agg(
+			-- treatment bar, its value, the whisker
+			pg_catalog.format('<g class="campaign%s" data-campaign="%s">',
+				CASE WHEN g.too_small_to_tell THEN ' too-small' ELSE '' END, @extschema@._html_escape(g.campaign_id))
+			|| CASE WHEN g.mt IS NULL THEN pg_catalog.format(
+				'<text class="note" x="%s" y="%s" text-anchor="middle">no treatment</text>', g.x + 25, g.y0 - 5)
+			   ELSE pg_catalog.format(
+				'<rect class="mark treatment" x="%s" y="%s" width="50" height="%s">'
+				'<title>%s, treatment: %s per enrollment over %s enrollments</title></rect>'
+				'<text class="value" x="%s" y="%s" text-anchor="middle">%s</text>',
+				g.x, LEAST(g.yt, g.y0), pg_catalog.abs(g.y0 - g.yt),
+				@extschema@._html_escape(g.title), pg_catalog.round(g.mt, 2), g.nt,
+				g.x + 25, LEAST(g.yt, g.y0, COALESCE(g.yhi, g.yt)) - 5, pg_catalog.round(g.mt, 2)) END
+			|| CASE WHEN g.lo IS NULL THEN '' ELSE pg_catalog.format(
+				'<path class="interval" d="M%s %sH%sM%s %sV%sM%s %sH%s">'
+				'<title>95 %% interval of the lift: %s to %s per enrollment</title></path>',
+				g.x + 17, g.yhi, g.x + 33, g.x + 25, g.yhi, g.ylo, g.x + 17, g.ylo, g.x + 33,
+				pg_catalog.round(g.revenue_lift_low, 2), pg_catalog.round(g.revenue_lift_high, 2)) END
+			-- holdout bar and its value
+			|| CASE WHEN g.mh IS NULL THEN pg_catalog.format(
+				'<text class="note" x="%s" y="%s" text-anchor="middle">no holdout</text>', g.x + 83, g.y0 - 5)
+			   ELSE pg_catalog.format(
+				'<rect class="mark holdout" x="%s" y="%s" width="50" height="%s">'
+				'<title>%s, holdout: %s per enrollment over %s enrollments</title></rect>'
+				'<text class="value" x="%s" y="%s" text-anchor="middle">%s</text>',
+				g.x + 58, LEAST(g.yh, g.y0), pg_catalog.abs(g.y0 - g.yh),
+				@extschema@._html_escape(g.title), pg_catalog.round(g.mh, 2), g.nh,
+				g.x + 83, LEAST(g.yh, g.y0) - 5, pg_catalog.round(g.mh, 2)) END
+			-- under the group: the campaign, the verdict, the group sizes
+			|| pg_catalog.format(
+				'<text class="label" x="%s" y="%s" text-anchor="middle">%s</text>'
+				'<text class="%s" x="%s" y="%s" text-anchor="middle">%s</text>'
+				'<text class="note" x="%s" y="%s" text-anchor="middle">n = %s / %s</text></g>',
+				g.x + 54, tm + ph + 18, @extschema@._dashboard_label(g.title, 20),
+				CASE WHEN g.too_small_to_tell THEN 'verdict warn' ELSE 'verdict' END, g.x + 54, tm + ph + 34,
+				CASE WHEN g.too_small_to_tell THEN 'too small to tell'
+					 WHEN g.revenue_lift IS NULL THEN 'no lift measured'
+					 ELSE pg_catalog.format('lift %s%s per enrollment', CASE WHEN g.revenue_lift >= 0 THEN '+' ELSE '' END,
+											pg_catalog.round(g.revenue_lift, 2)) END,
+				g.x + 54, tm + ph + 50, g.nt, g.nh),
+			'' ORDER BY g.n)
+	  INTO body
+	  FROM g;
+	IF body IS NOT NULL THEN
+		-- axis: ticks at zero, the ends and half-way to them; legend
+		SELECT pg_catalog.string_agg(pg_catalog.format(
+				'<line class="%s" x1="%s" y1="%s" x2="%s" y2="%s"/><text class="tick" x="%s" y="%s" text-anchor="end">%s</text>',
+				CASE WHEN v = 0 THEN 'zero' ELSE 'grid' END,
+				lm, pg_catalog.round(tm + ph * (ymax - v) / (ymax - ymin), 1),
+				lm + groups * gw + 20, pg_catalog.round(tm + ph * (ymax - v) / (ymax - ymin), 1),
+				lm - 6, pg_catalog.round(tm + ph * (ymax - v) / (ymax - ymin), 1) + 4, pg_catalog.round(v, 2)), '' ORDER BY v)
+			   || body
+			   || pg_catalog.format(
+				'<rect class="swatch treatment" x="%1$s" y="8" width="14" height="10"/><text class="note" x="%2$s" y="17">treatment</text>'
+				'<rect class="swatch holdout" x="%3$s" y="8" width="14" height="10"/><text class="note" x="%4$s" y="17">holdout</text>'
+				'<path class="interval" d="M%5$s 8V18M%6$s 13H%7$s M%8$s 8V18"/>'
+				'<text class="note" x="%9$s" y="17">95 %% interval of the lift</text>'
+				'<text class="axis" x="0" y="0" text-anchor="middle" transform="translate(14,%10$s) rotate(-90)">revenue per enrollment</text>',
+				lm, lm + 18, lm + 100, lm + 118, lm + 190, lm + 190, lm + 204, lm + 204, lm + 212, tm + ph / 2)
+		  INTO body
+		  FROM (SELECT DISTINCT x.v FROM (VALUES (ymin), (ymin / 2), (0::pg_catalog.numeric), (ymax / 2), (ymax)) x (v)) t;
+	END IF;
+	RETURN @extschema@._dashboard_svg('campaign-lift', lm + GREATEST(groups, 3) * gw + 40, tm + ph + 62,
+		'Campaign revenue per enrollment, treatment vs holdout, with the 95 % interval of the lift', body);
+END
+$$;
+
+-- A table of report_campaigns.
+CREATE FUNCTION @extschema@._dashboard_campaign_table()
+RETURNS pg_catalog.text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	body pg_catalog.text;
+BEGIN
+	SELECT pg_catalog.string_agg(pg_catalog.format(
+			'<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td class="n">%s</td><td class="n">%s</td><td class="n">%s</td>'
+			'<td class="n">%s</td><td class="n">%s</td><td class="n">%s</td><td class="n">%s</td><td class="n">%s</td></tr>',
+			@extschema@._html_escape(c.campaign_id), @extschema@._html_escape(c.title), @extschema@._html_escape(c.signal),
+			@extschema@._html_escape(c.status), c.enrolled, c.holdout, c.sent, c.clicked, c.credited_orders,
+			pg_catalog.round(c.revenue, 2),
+			COALESCE(pg_catalog.round((100 * c.conversion_rate)::pg_catalog.numeric, 1) || ' %', '&#8211;'),
+			c.opt_outs), '' ORDER BY c.campaign_id)
+	  INTO body
+	  FROM @extschema@.report_campaigns c;
+	RETURN '<table id="campaigns"><thead><tr><th>campaign</th><th>title</th><th>signal</th><th>status</th>'
+		'<th class="n">enrolled</th><th class="n">holdout</th><th class="n">sent</th><th class="n">clicked</th>'
+		'<th class="n">credited orders</th><th class="n">revenue</th><th class="n">conversion</th><th class="n">opt-outs</th>'
+		'</tr></thead><tbody>'
+		|| COALESCE(body, '<tr><td class="empty" colspan="12">no data yet: no campaigns</td></tr>')
+		|| '</tbody></table>';
+END
+$$;
+
+CREATE FUNCTION @extschema@.dashboard_html(title pg_catalog.text DEFAULT 'segments dashboard')
+RETURNS pg_catalog.text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t pg_catalog.text := @extschema@._html_escape(COALESCE(dashboard_html.title, 'segments dashboard'));
+BEGIN
+	RETURN '<!DOCTYPE html>' || E'\n'
+		|| '<html lang="en"><head><meta charset="utf-8"/>'
+		|| '<meta name="viewport" content="width=device-width, initial-scale=1"/>'
+		|| '<meta name="generator" content="segments ' || @extschema@._html_escape(
+			(SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'segments')) || '"/>'
+		|| '<title>' || t || '</title><style>'
+		|| 'body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f6f9;color:#1e293b}'
+		|| 'header{padding:18px 28px;background:#1e293b;color:#f8fafc}header h1{margin:0;font-size:22px}'
+		|| 'header p{margin:4px 0 0;color:#cbd5e1;font-size:13px}'
+		|| 'main{display:flex;flex-wrap:wrap;gap:18px;padding:18px 28px}'
+		|| 'section{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:14px 18px;flex:1 1 520px;overflow-x:auto}'
+		|| 'section.wide{flex-basis:100%}h2{margin:0 0 2px;font-size:16px}section p{margin:0 0 10px;color:#64748b;font-size:12.5px}'
+		|| 'svg.chart{display:block;max-width:100%;height:auto}svg text{font-size:12px;fill:#334155}'
+		|| 'svg text.value{font-weight:600}svg text.on-dark{fill:#fff}svg text.tick,svg text.note{fill:#64748b;font-size:11px}'
+		|| 'svg text.axis{fill:#475569;font-size:12px}svg text.empty{fill:#94a3b8;font-size:18px}'
+		|| 'svg text.warn{fill:#b45309;font-weight:600}svg text.verdict{font-size:11.5px}'
+		|| 'rect.bar{fill:#3b82f6}rect.too-small{fill:#cbd5e1;stroke:#64748b;stroke-dasharray:3 2}'
+		|| 'rect.stage-1{fill:#94a3b8}rect.stage-2{fill:#f59e0b}rect.stage-3{fill:#a78bfa}rect.stage-4{fill:#60a5fa}rect.stage-5{fill:#10b981}'
+		|| 'rect.treatment{fill:#2563eb}rect.holdout{fill:#94a3b8}g.too-small rect.mark{opacity:.55}'
+		|| 'rect.cell{stroke:#fff}path.interval{stroke:#0f172a;stroke-width:1.5;fill:none}'
+		|| 'line.grid{stroke:#e2e8f0}line.zero{stroke:#475569}'
+		|| 'table{border-collapse:collapse;width:100%;font-size:13px}th,td{padding:5px 8px;border-bottom:1px solid #e2e8f0;text-align:left}'
+		|| 'th{background:#f1f5f9;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}td.empty{color:#94a3b8}'
+		|| '</style></head><body>'
+		|| '<header><h1>' || t || '</h1><p>Made ' || pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')
+		|| ' UTC from the report views of schema segments</p></header><main>'
+		|| '<section id="rfm"><h2>RFM grid</h2><p>Buyers per recency &#215; frequency score (5 is best); darker cells hold more buyers. '
+		|| 'From report_rfm_grid.</p>' || @extschema@._dashboard_rfm_grid() || '</section>'
+		|| '<section id="segments"><h2>Segment sizes</h2><p>Members of the 15 largest segments; grey dashed bars are too small '
+		|| 'to measure. From report_segments.</p>' || @extschema@._dashboard_segment_sizes() || '</section>'
+		|| '<section id="carts"><h2>Cart recovery</h2><p>All days of report_cart_recovery_daily: carts started, abandoned, '
+		|| 'enrolled in a cart campaign, messaged and recovered by a credited order.</p>'
+		|| @extschema@._dashboard_cart_funnel() || '</section>'
+		|| '<section id="lift"><h2>Campaign revenue vs holdout</h2><p>Revenue per enrollment in the conversion window, '
+		|| 'treatment vs holdout; the whisker is the 95 % interval of the lift. From report_holdout_lift.</p>'
+		|| @extschema@._dashboard_campaign_lift() || '</section>'
+		|| '<section id="campaigns-table" class="wide"><h2>Campaigns</h2><p>All time, from report_campaigns.</p>'
+		|| @extschema@._dashboard_campaign_table() || '</section>'
+		|| '</main></body></html>' || E'\n';
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@._dashboard_rfm_grid() IS 'Internal: the dashboard''s RFM grid heat map (svg#rfm-grid)';
+COMMENT ON FUNCTION @extschema@._dashboard_segment_sizes() IS 'Internal: the dashboard''s segment sizes bars (svg#segment-sizes)';
+COMMENT ON FUNCTION @extschema@._dashboard_cart_funnel() IS 'Internal: the dashboard''s cart-recovery funnel (svg#cart-funnel)';
+COMMENT ON FUNCTION @extschema@._dashboard_campaign_lift() IS
+'Internal: the dashboard''s revenue per enrollment, treatment vs holdout, per campaign (svg#campaign-lift)';
+COMMENT ON FUNCTION @extschema@._dashboard_campaign_table() IS 'Internal: the dashboard''s table of report_campaigns';
+COMMENT ON FUNCTION @extschema@.dashboard_html(pg_catalog.text) IS
+'One self-contained HTML page (inline CSS and SVG, nothing fetched) with the RFM grid, segment sizes, cart-recovery funnel and campaign lift charts and a campaigns table, drawn from the report views; runs with the caller''s rights';
+
+-- Readers of the reports may draw them; nobody else.
+REVOKE EXECUTE ON FUNCTION @extschema@.dashboard_html(pg_catalog.text), @extschema@._dashboard_rfm_grid(),
+	@extschema@._dashboard_segment_sizes(), @extschema@._dashboard_cart_funnel(),
+	@extschema@._dashboard_campaign_lift(), @extschema@._dashboard_campaign_table() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.dashboard_html(pg_catalog.text), @extschema@._dashboard_rfm_grid(),
+	@extschema@._dashboard_segment_sizes(), @extschema@._dashboard_cart_funnel(),
+	@extschema@._dashboard_campaign_lift(), @extschema@._dashboard_campaign_table() TO segments_reader, segments_admin;
