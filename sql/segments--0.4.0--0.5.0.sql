@@ -536,15 +536,7 @@ CREATE VIEW @extschema@._message_outcomes AS
 		   (m.sent_at AT TIME ZONE r.time_zone)::pg_catalog.date AS day,
 		   COALESCE(e.delivered, false) AS delivered, COALESCE(e.opened, false) AS opened,
 		   COALESCE(e.clicked, false) AS clicked, COALESCE(e.complained, false) AS complained,
-		   EXISTS (SELECT FROM @extschema@.consent_events ce
-					WHERE ce.customer_id = m.customer_id AND ce.channel = m.channel AND NOT ce.granted
-					  AND ce.occurred_at >= m.sent_at
-					  AND ce.occurred_at < m.sent_at + COALESCE((r.windows -> m.channel ->> 'click')::pg_catalog.interval,
-																 '1 day'::pg_catalog.interval)
-					  -- the opt-out goes to the latest message before it
-					  AND NOT EXISTS (SELECT FROM @extschema@.outbox n
-									   WHERE n.customer_id = m.customer_id AND n.channel = m.channel AND n.state = 'sent'
-										 AND n.sent_at > m.sent_at AND n.sent_at <= ce.occurred_at)) AS opted_out,
+		   o.message_id IS NOT NULL AS opted_out,
 		   COALESCE(c.orders, 0) AS credited_orders, COALESCE(c.revenue, 0) AS revenue,
 		   COALESCE(c.refunded, 0) AS refunded, COALESCE(c.discount_cost, 0) AS discount_cost, c.margin
 	  FROM @extschema@.outbox m
@@ -555,6 +547,21 @@ CREATE VIEW @extschema@._message_outcomes AS
 						pg_catalog.bool_or(em.event = 'clicked') AS clicked,
 						pg_catalog.bool_or(em.event = 'complained') AS complained
 				   FROM @extschema@._engagement_messages em GROUP BY em.message_id) e ON e.message_id = m.message_id
+	  -- each consent withdrawal goes to the latest message on its channel
+	  -- before it, if within the channel's click window (a probe per
+	  -- withdrawal, not per message)
+	  LEFT JOIN (SELECT DISTINCT lm.message_id
+				   FROM @extschema@.consent_events ce
+				  CROSS JOIN @extschema@._report_settings rs
+				  CROSS JOIN LATERAL (
+					SELECT x.message_id, x.sent_at FROM @extschema@.outbox x
+					 WHERE x.customer_id = ce.customer_id AND x.channel = ce.channel AND x.state = 'sent'
+					   AND x.sent_at <= ce.occurred_at
+					 ORDER BY x.sent_at DESC, x.message_id DESC LIMIT 1) lm
+				  WHERE NOT ce.granted
+					AND ce.occurred_at < lm.sent_at + COALESCE((rs.windows -> ce.channel ->> 'click')::pg_catalog.interval,
+															   '1 day'::pg_catalog.interval)) o
+		ON o.message_id = m.message_id
 	  LEFT JOIN (SELECT o.message_id,
 						pg_catalog.count(*) FILTER (WHERE o.state = 'completed') AS orders,
 						COALESCE(pg_catalog.sum(o.amount - o.refunded_amount) FILTER (WHERE o.state = 'completed'), 0) AS revenue,
