@@ -1228,6 +1228,9 @@ COMMENT ON FUNCTION @extschema@.erase_customer(pg_catalog.text, pg_catalog.times
 -- never get table privileges, so they can do exactly what the API does.
 -- Roles belong to the cluster: they are created once and survive DROP
 -- EXTENSION (pg_dumpall --globals-only carries them).
+-- LATER RELEASES: CREATE OR REPLACE FUNCTION resets a function to SECURITY
+-- INVOKER (its grants stay), so a redefinition of any function listed below
+-- must say SECURITY DEFINER again; the regression test roles counts them.
 DO $$
 DECLARE
 	r pg_catalog.text;
