@@ -248,8 +248,10 @@ END
 $$;
 
 -- Every order of every orders source, normalized (the same status mapping
--- as customer facts); keyed: only the customers in $1.
-CREATE FUNCTION @extschema@._order_rows_sql(keyed pg_catalog.bool)
+-- as customer facts); keyed: only the customers in $1; since: only orders
+-- placed at or after $3 (an index on (customer, placed_at) then reads only
+-- the recent ones).
+CREATE FUNCTION @extschema@._order_rows_sql(keyed pg_catalog.bool, since pg_catalog.bool DEFAULT false)
 RETURNS pg_catalog.text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -284,6 +286,8 @@ BEGIN
 			@extschema@._column_expr(s.relation, 't', c->>'cost', 'amount', o),
 			s.relation, c->>'customer', c->>'placed_at',
 			CASE WHEN keyed THEN pg_catalog.format(' AND t.%I = ANY(%s)', c->>'customer', @extschema@._keys_as(s.key_type, '$1'))
+				 ELSE '' END
+			|| CASE WHEN since THEN ' AND ' || @extschema@._column_expr(s.relation, 't', c->>'placed_at', 'time', o) || ' >= $3'
 				 ELSE '' END);
 	END LOOP;
 	RETURN COALESCE(NULLIF(pg_catalog.array_to_string(parts, ' UNION ALL '), ''),
@@ -320,12 +324,18 @@ CREATE FUNCTION @extschema@._attribute(keys pg_catalog.text[], as_of pg_catalog.
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	earliest pg_catalog.timestamptz;
 BEGIN
 	IF keys IS NULL THEN
 		keys := ARRAY(SELECT DISTINCT e.customer_id FROM @extschema@.enrollment e);
 	END IF;
-	IF pg_catalog.cardinality(keys) = 0 THEN
-		written := 0; removed := 0;
+	SELECT pg_catalog.min(e.signal_at) INTO earliest FROM @extschema@.enrollment e WHERE e.customer_id = ANY (keys);
+	IF earliest IS NULL THEN
+		-- nobody of them was ever enrolled (erased meanwhile): drop what we had
+		DELETE FROM @extschema@.campaign_orders c WHERE c.customer_id = ANY (keys);
+		GET DIAGNOSTICS removed = ROW_COUNT;
+		written := 0;
 		RETURN;
 	END IF;
 	EXECUTE pg_catalog.format($q$
@@ -387,9 +397,9 @@ BEGIN
 					excluded.touch_at, excluded.offer_percent)
 			RETURNING 1)
 		SELECT (SELECT pg_catalog.count(*) FROM upserted), (SELECT pg_catalog.count(*) FROM gone)$q$,
-		@extschema@._order_rows_sql(true))
+		@extschema@._order_rows_sql(true, true))
 	INTO written, removed
-	USING keys, as_of;
+	USING keys, as_of, earliest;
 END
 $$;
 
