@@ -533,8 +533,9 @@ COMMENT ON VIEW @extschema@._report_settings IS 'Internal: the settings the repo
 -- the last step's delay plus the longest click window of its channels.
 CREATE VIEW @extschema@._campaign_windows AS
 	SELECT st.campaign_id,
-		   pg_catalog.max(st.delay) + COALESCE(pg_catalog.max((r.windows -> st.channel ->> 'click')::pg_catalog.interval),
-											   '0'::pg_catalog.interval) AS conversion_window
+		   pg_catalog.justify_hours(pg_catalog.max(st.delay)
+			   + COALESCE(pg_catalog.max((r.windows -> st.channel ->> 'click')::pg_catalog.interval),
+						  '0'::pg_catalog.interval)) AS conversion_window
 	  FROM @extschema@.campaign_step st CROSS JOIN @extschema@._report_settings r
 	 GROUP BY st.campaign_id;
 

@@ -108,8 +108,10 @@ BEGIN
 					IF m.cart_id IS NOT NULL AND random() < 0.5 THEN
 						-- the reminder worked: the buyer checks out that cart
 						next_order := next_order + 1;
-						INSERT INTO shop.orders (id, customer_id, placed_at, status, total, currency, sales_channel)
-						SELECT next_order, c.customer_id, t + interval '30 minutes', 'completed', c.value, 'EUR', 'web'
+						INSERT INTO shop.orders (id, customer_id, placed_at, status, total, currency, sales_channel, discount_code)
+						SELECT next_order, c.customer_id, t + interval '30 minutes', 'completed',
+							   round(c.value * (1 - COALESCE((m.variables->>'offer_percent')::numeric, 0) / 100), 2),
+							   'EUR', 'web', 'COMEBACK' || (m.variables->>'offer_percent')
 						  FROM shop.carts c WHERE c.id = m.cart_id::bigint AND c.status = 'open';
 						UPDATE shop.carts SET status = 'converted', order_id = next_order
 						 WHERE id = m.cart_id::bigint AND status = 'open';

@@ -59,9 +59,9 @@ SELECT segment_id, members, round(share::numeric * 100, 1) AS "share %", revenue
 \echo
 \echo '=== 23. Segment flow: who moved where, per week (report_segment_flow_weekly, top moves) ==='
 SELECT week, from_segment, to_segment, customers
-  FROM segments.report_segment_flow_weekly
- WHERE week >= '2026-11-02'
- ORDER BY week, customers DESC, from_segment, to_segment LIMIT 15;
+  FROM (SELECT f.*, row_number() OVER (PARTITION BY week ORDER BY customers DESC, from_segment, to_segment) AS n
+		  FROM segments.report_segment_flow_weekly f WHERE week >= '2026-11-02') x
+ WHERE n <= 4 ORDER BY week, customers DESC, from_segment, to_segment;
 
 \echo
 \echo '=== 24. RFM grid: buyers per recency x frequency cell (report_rfm_grid) ==='
