@@ -73,7 +73,22 @@ $node->safe_psql('shop_src', q{
 	UPDATE segments.campaign SET activated_at = '2026-01-01';
 	SELECT status FROM segments.tick('2026-08-01');
 	SELECT segments.ack_message(message_id, attempt) FROM segments.claim_messages('email', 5, NULL, '2026-08-01 00:01');
+	-- two recipients click and buy: attributed orders; one buyer is erased
+	SELECT segments.track_engagement(o.customer_id, 'email', 'clicked', o.sent_at + interval '1 minute', o.message_id::text)
+	  FROM segments.outbox o WHERE o.state = 'sent' ORDER BY o.message_id LIMIT 2;
+	INSERT INTO shop.orders (id, note, customer_id, placed_at, total)
+	SELECT 300 + o.message_id, 'after a click', o.customer_id::int, o.sent_at + interval '2 minutes', 50
+	  FROM segments.outbox o WHERE o.state = 'sent' ORDER BY o.message_id LIMIT 2;
+	SELECT status FROM segments.tick('2026-08-01');
+	SELECT count(*) FROM segments.erase_customer('39');
+	SELECT status FROM segments.tick('2026-08-01');
 });
+my $attribution = q{SELECT string_agg(order_id || ':' || coalesce(campaign_id, '-') || ':' || coalesce(touch, '-'), ',' ORDER BY order_id)
+	FROM segments.campaign_orders};
+my $attributed_before = $node->safe_psql('shop_src', $attribution);
+like($attributed_before, qr/:thanks:click/, 'the source shop has orders credited to a click');
+my $report = q{SELECT sent || ' ' || credited_orders || ' ' || revenue FROM segments.report_campaigns};
+my $report_before = $node->safe_psql('shop_src', $report);
 my $campaign_state = q{SELECT (SELECT string_agg(idempotency_key || '=' || state, ',' ORDER BY message_id) FROM segments.outbox)
 	|| ' ' || (SELECT count(*) FROM segments.enrollment) || ' ' || (SELECT count(*) FROM segments.decision_log)
 	|| ' ' || (SELECT watermark FROM segments.tick_state)};
@@ -110,6 +125,17 @@ is($node->safe_psql('shop_dst', $campaign_state), $campaigns_before,
 	'enrollments, decisions, messages and the watermark came back');
 is($node->safe_psql('shop_dst', q{SELECT queued FROM segments.tick('2026-08-01')}), '0',
 	'a tick after the restore sends nothing again');
+is($node->safe_psql('shop_dst', $attribution), $attributed_before, 'attributed orders came back and stay');
+is($node->safe_psql('shop_dst', $report), $report_before, 'the campaign report is the same after the restore');
+# the erasure key came back: the erased id is still known, and suppressed when it signs up again
+is($node->safe_psql('shop_dst', q{SELECT segments.is_erased('39')::text || segments.is_erased('38')::text}), 'truefalse',
+	'the keyed hash of the erased customer survives the restore');
+$node->safe_psql('shop_dst', q{
+	SELECT segments.track_consent('39', 'email', true, '2026-08-01 03:00');
+	SELECT status FROM segments.tick('2026-08-01 04:00');
+});
+is($node->safe_psql('shop_dst', q{SELECT granted FROM segments.consent_events WHERE customer_id = '39'
+	ORDER BY occurred_at DESC, event_id DESC LIMIT 1}), 'f', 'an erased customer who signs up again is suppressed after the restore');
 
 # the capture trigger reads the customer column by name, not by its old number
 $node->safe_psql('shop_dst', q{
@@ -123,8 +149,8 @@ is($node->safe_psql('shop_dst', q{SELECT count(*) FROM segments.verify_facts('20
 
 # the event identity sequences continue after the restore
 $node->safe_psql('shop_dst', q{SELECT segments.track_engagement('7', 'email', 'opened', '2026-05-02')});
-# (1 tracked + 5 'sent' events of the acknowledged campaign messages + this one)
-is($node->safe_psql('shop_dst', q{SELECT count(*) FROM segments.engagement_events}), '7',
+# (1 tracked + 5 'sent' events of the acknowledged campaign messages + 2 clicks + this one)
+is($node->safe_psql('shop_dst', q{SELECT count(*) FROM segments.engagement_events}), '9',
 	'new events after a restore do not collide with restored ones');
 
 $node->stop;
