@@ -446,7 +446,8 @@ COMMENT ON FUNCTION @extschema@.reattribute(pg_catalog.timestamptz) IS
 ALTER TABLE @extschema@.tick_runs ADD COLUMN orders_attributed pg_catalog.int4;
 COMMENT ON COLUMN @extschema@.tick_runs.orders_attributed IS 'campaign_orders rows written or removed by the attribution stage';
 
--- The tick as in 0.4.0, with attribution after segment evaluation.
+-- The tick as in 0.4.0, with attribution after enrollment (so the buyers
+-- enrolled by this tick are attributed from their signal on).
 CREATE OR REPLACE FUNCTION @extschema@._tick_work(run_id pg_catalog.int8, as_of pg_catalog.timestamptz,
 	OUT run_status pg_catalog.text, OUT run_enrolled pg_catalog.int4, OUT run_steps_due pg_catalog.int4,
 	OUT run_queued pg_catalog.int4, OUT run_deferred pg_catalog.int4, OUT run_skipped pg_catalog.int4,
@@ -460,6 +461,7 @@ DECLARE
 	ev record;
 	adv record;
 	attributed pg_catalog.int8;
+	last_enrollment pg_catalog.int8;
 	ch pg_catalog.text;
 	code pg_catalog.text;
 BEGIN
@@ -467,8 +469,15 @@ BEGIN
 		SELECT t.watermark INTO since FROM @extschema@.tick_state t FOR UPDATE;
 		SELECT * INTO fr FROM @extschema@.refresh_facts(as_of);
 		SELECT * INTO ev FROM @extschema@.evaluate_segments(as_of);
-		attributed := @extschema@._attribute_queued(as_of);
+		SELECT pg_catalog.max(e.enrollment_id) INTO last_enrollment FROM @extschema@.enrollment e;
 		run_enrolled := @extschema@._enroll(as_of, since);
+		-- buyers enrolled just now: their orders since the signal count for
+		-- lift from the start (only this tick inserts enrollments, under the
+		-- tick lock, in this transaction: ids above the old maximum are ours)
+		INSERT INTO @extschema@.attribution_queue (customer_id)
+		SELECT DISTINCT e.customer_id FROM @extschema@.enrollment e
+		 WHERE e.enrollment_id > COALESCE(last_enrollment, 0);
+		attributed := @extschema@._attribute_queued(as_of);
 		SELECT * INTO adv FROM @extschema@._advance_due(as_of);
 		run_steps_due := adv.due; run_queued := adv.queued;
 		run_deferred := adv.deferred; run_skipped := adv.skipped;
