@@ -118,6 +118,53 @@ SELECT count(*) FROM segments.report_campaigns;
 SELECT segments.track_order('r3', 'r3-o1', now(), 1);
 RESET ROLE;
 
+--------------------------------------------------------------------------------
+-- Definer rights cannot be borrowed
+--------------------------------------------------------------------------------
+-- admins run tick(), which holds the tick lock; run_tick() and the tick's
+-- internals stay with the owner and pg_cron
+SELECT has_function_privilege('segments_admin', 'segments.run_tick(timestamptz)', 'EXECUTE') AS admin_run_tick,
+	   has_function_privilege('segments_admin', 'segments._tick_work(int8, timestamptz)', 'EXECUTE')
+	   AND (SELECT prosecdef FROM pg_proc WHERE oid = 'segments._tick_work(int8, timestamptz)'::regprocedure) AS admin_tick_work_as_owner;
+-- the schedule calls touch only segments tick jobs
+SET ROLE regress_staff;
+SELECT segments.schedule_tick(job_name => 'nightly-backup');
+SELECT segments.unschedule_tick('nightly-backup');
+SELECT segments.schedule_tick(job_name => 'segments-tick-x');   -- then: pg_cron is not here
+RESET ROLE;
+
+-- a shop table's owner cannot make us run their code: generated SQL casts
+-- mapped columns, so a user-defined cast from (or to) a mapped column's type,
+-- a domain with a CHECK, or a user-defined base type are refused, when
+-- attaching and when the DDL comes later
+CREATE ROLE regress_shop_owner;
+CREATE SCHEMA regress_shop AUTHORIZATION regress_shop_owner;
+SET ROLE regress_shop_owner;
+CREATE TYPE regress_shop.order_state AS ENUM ('paid', 'refunded');
+CREATE TABLE regress_shop.orders (id int PRIMARY KEY, buyer int, placed timestamptz, total numeric,
+	state regress_shop.order_state);
+CREATE FUNCTION regress_shop.sneaky(regress_shop.order_state) RETURNS text LANGUAGE sql
+	AS $$ SELECT 'paid' $$;
+RESET ROLE;
+SELECT segments.attach_orders('regress_shop.orders', customer => 'buyer', order_id => 'id', placed_at => 'placed',
+	amount => 'total', status => 'state', completed => '{paid}', backfill => false) AS enum_status_attached;
+SET ROLE regress_shop_owner;
+CREATE CAST (regress_shop.order_state AS text) WITH FUNCTION regress_shop.sneaky(regress_shop.order_state);
+CREATE DOMAIN regress_shop.checked_int AS int CHECK (VALUE > 0);
+ALTER TABLE regress_shop.orders ALTER COLUMN buyer TYPE regress_shop.checked_int;
+-- DDL that does not touch a mapped column still works
+ALTER TABLE regress_shop.orders ADD COLUMN note text;
+RESET ROLE;
+SELECT count(*) AS casts_from_order_state FROM pg_cast WHERE castsource = 'regress_shop.order_state'::regtype;
+SELECT segments.detach('regress_shop.orders');
+CREATE DOMAIN regress_shop.checked_amount AS numeric CHECK (VALUE >= 0);
+CREATE TABLE regress_shop.orders2 (id int PRIMARY KEY, buyer int, placed timestamptz, total regress_shop.checked_amount);
+SELECT segments.attach_orders('regress_shop.orders2', customer => 'buyer', order_id => 'id', placed_at => 'placed',
+	amount => 'total', backfill => false);
+SELECT count(*) AS attached_after_errors FROM segments.sources WHERE NOT builtin;
+DROP SCHEMA regress_shop CASCADE;
+DROP ROLE regress_shop_owner;
+
 -- clean up for the tests that follow
 DROP ROLE regress_bi, regress_shop_app, regress_staff, regress_nobody;
 SELECT segments.drop_segment('big_spenders');

@@ -267,8 +267,8 @@ BEGIN
 		o := s.options;
 		parts := parts || pg_catalog.format(
 			'SELECT %L::pg_catalog.text AS source, %s AS order_id, %s AS customer_id, %s AS placed_at, '
-			'%s AS amount, COALESCE(%s, 0) AS refunded_amount, %s AS state, %s AS discounted, %s AS cost '
-			'FROM %s t WHERE t.%I IS NOT NULL AND t.%I IS NOT NULL%s',
+			'COALESCE(%s, 0) AS amount, COALESCE(%s, 0) AS refunded_amount, %s AS state, %s AS discounted, %s AS cost '
+			'FROM %s t WHERE t.%I IS NOT NULL AND t.%I IS NOT NULL AND t.%I IS NOT NULL%s',
 			s.relation::pg_catalog.text,
 			@extschema@._column_expr(s.relation, 't', c->>'order_id', 'text', o),
 			@extschema@._column_expr(s.relation, 't', c->>'customer', 'text', o),
@@ -284,7 +284,7 @@ BEGIN
 			CASE WHEN c ? 'discount' THEN @extschema@._column_expr(s.relation, 't', c->>'discount', 'flag', o)
 				 ELSE 'NULL::pg_catalog.bool' END,
 			@extschema@._column_expr(s.relation, 't', c->>'cost', 'amount', o),
-			s.relation, c->>'customer', c->>'placed_at',
+			s.relation, c->>'customer', c->>'placed_at', c->>'order_id',
 			CASE WHEN keyed THEN pg_catalog.format(' AND t.%I = ANY(%s)', c->>'customer', @extschema@._keys_as(s.key_type, '$1'))
 				 ELSE '' END
 			|| CASE WHEN since THEN ' AND ' || @extschema@._column_expr(s.relation, 't', c->>'placed_at', 'time', o) || ' >= $3'
@@ -309,7 +309,7 @@ CREATE VIEW @extschema@._engagement_messages AS
 		   AND CASE WHEN ev.message_id IS NULL THEN x.sent_at <= ev.occurred_at
 					ELSE ev.message_id IN (x.message_id::pg_catalog.text, x.provider_message_id) END
 		 ORDER BY x.sent_at DESC, x.message_id DESC LIMIT 1) m
-	 WHERE ev.event <> 'sent' AND ev.occurred_at >= m.sent_at;
+	 WHERE ev.event <> 'sent';
 
 COMMENT ON VIEW @extschema@._engagement_messages IS
 'Internal: each engagement event with the campaign message it belongs to';
@@ -330,6 +330,9 @@ BEGIN
 	IF keys IS NULL THEN
 		keys := ARRAY(SELECT DISTINCT e.customer_id FROM @extschema@.enrollment e);
 	END IF;
+	-- an erased buyer's rows are frozen history under a pseudonym the shop's
+	-- tables never hold: never recomputed (that would delete them)
+	keys := ARRAY(SELECT k FROM pg_catalog.unnest(keys) k WHERE k NOT LIKE 'erased:%');
 	SELECT pg_catalog.min(e.signal_at) INTO earliest FROM @extschema@.enrollment e WHERE e.customer_id = ANY (keys);
 	IF earliest IS NULL THEN
 		-- nobody of them was ever enrolled (erased meanwhile): drop what we had
@@ -366,7 +369,9 @@ BEGIN
 				   o.discounted, o.cost, t.message_id, t.campaign_id, t.step_no, t.channel, t.touch, t.touch_at,
 				   st.offer_percent
 			  FROM (%s) o
-			  JOIN since s ON s.customer_id = o.customer_id AND o.placed_at >= s.since
+			  -- strictly after the signal: the order that enrolled a buyer
+			  -- (order_completed) is not one the campaign earned
+			  JOIN since s ON s.customer_id = o.customer_id AND o.placed_at > s.since
 			  LEFT JOIN touches t
 				ON t.customer_id = o.customer_id AND t.touch_at <= o.placed_at
 			   AND o.placed_at < t.touch_at + t.window_length
@@ -434,6 +439,8 @@ AS $$
 DECLARE
 	a record;
 BEGIN
+	-- a running tick finishes first (its newer rows would be overwritten)
+	PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('segments.tick'));
 	DELETE FROM @extschema@.attribution_queue;
 	SELECT * INTO a FROM @extschema@._attribute(NULL, as_of);
 	RETURN a.written + a.removed;
@@ -462,6 +469,7 @@ DECLARE
 	adv record;
 	attributed pg_catalog.int8;
 	last_enrollment pg_catalog.int8;
+	attribution_error pg_catalog.text;
 	ch pg_catalog.text;
 	code pg_catalog.text;
 BEGIN
@@ -477,7 +485,15 @@ BEGIN
 		INSERT INTO @extschema@.attribution_queue (customer_id)
 		SELECT DISTINCT e.customer_id FROM @extschema@.enrollment e
 		 WHERE e.enrollment_id > COALESCE(last_enrollment, 0);
-		attributed := @extschema@._attribute_queued(as_of);
+		-- attribution reads the shop's orders tables: a surprise there must
+		-- not stop messages; the queue stays for the next tick
+		BEGIN
+			attributed := @extschema@._attribute_queued(as_of);
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS attribution_error = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+			attribution_error := 'attribution failed: ' || code || ': ' || attribution_error;
+			RAISE WARNING 'segments tick %: %', run_id, attribution_error;
+		END;
 		SELECT * INTO adv FROM @extschema@._advance_due(as_of);
 		run_steps_due := adv.due; run_queued := adv.queued;
 		run_deferred := adv.deferred; run_skipped := adv.skipped;
@@ -494,7 +510,7 @@ BEGIN
 		UPDATE @extschema@.tick_runs r
 		   SET status = 'succeeded', finished_at = clock_timestamp(),
 			   customers_refreshed = fr.customers_changed, segment_enters = ev.entered, segment_exits = ev.exited,
-			   orders_attributed = attributed,
+			   orders_attributed = attributed, error = attribution_error,
 			   enrolled = run_enrolled, steps_due = run_steps_due, queued = run_queued,
 			   deferred = run_deferred, skipped = run_skipped
 		 WHERE r.run_id = _tick_work.run_id;
@@ -578,7 +594,7 @@ CREATE VIEW @extschema@._message_outcomes AS
 					 WHERE x.customer_id = ce.customer_id AND x.channel = ce.channel AND x.state = 'sent'
 					   AND x.sent_at <= ce.occurred_at
 					 ORDER BY x.sent_at DESC, x.message_id DESC LIMIT 1) lm
-				  WHERE NOT ce.granted
+				  WHERE NOT ce.granted AND ce.source IS DISTINCT FROM 'erased: imported again'
 					AND ce.occurred_at < lm.sent_at + COALESCE((rs.windows -> ce.channel ->> 'click')::pg_catalog.interval,
 															   '1 day'::pg_catalog.interval)) o
 		ON o.message_id = m.message_id
@@ -669,7 +685,7 @@ CREATE VIEW @extschema@._enrollment_outcomes AS
 		SELECT pg_catalog.count(*) AS orders, pg_catalog.sum(co.amount - co.refunded_amount) AS revenue
 		  FROM @extschema@.campaign_orders co
 		 WHERE co.customer_id = e.customer_id AND co.state = 'completed'
-		   AND co.placed_at >= e.signal_at AND co.placed_at < e.signal_at + w.conversion_window) o ON true;
+		   AND co.placed_at > e.signal_at AND co.placed_at <= e.signal_at + w.conversion_window) o ON true;
 
 COMMENT ON VIEW @extschema@._enrollment_outcomes IS 'Internal: each enrollment with its conversion and revenue in the conversion window';
 
@@ -722,7 +738,8 @@ CREATE VIEW @extschema@.report_segments AS
 		  FROM @extschema@.segment_membership m
 		  JOIN @extschema@.customer_facts f ON f.customer_id = m.customer_id
 		  -- one hashed set of everyone who ever withdrew consent, not a probe per membership
-		  LEFT JOIN (SELECT DISTINCT ce.customer_id FROM @extschema@.consent_events ce WHERE NOT ce.granted) o
+		  LEFT JOIN (SELECT DISTINCT ce.customer_id FROM @extschema@.consent_events ce
+					  WHERE NOT ce.granted AND ce.source IS DISTINCT FROM 'erased: imported again') o
 			ON o.customer_id = m.customer_id
 		 GROUP BY m.segment_id)
 	SELECT z.segment_id, z.title, z.kind, z.priority, z.enabled,
@@ -780,7 +797,8 @@ BEGIN
 		o := s.options;
 		parts := parts || pg_catalog.format(
 			'SELECT %s AS created_at, %s AS updated_at, %s AS value, %s AS checkout, '
-			'(%s IS NOT NULL OR %s = ANY(%L::pg_catalog.text[])) AS converted FROM %s t WHERE t.%I IS NOT NULL',
+			'(%s IS NOT NULL OR %s = ANY(%L::pg_catalog.text[])) AS converted, '
+			'(%s = ANY(%L::pg_catalog.text[]) OR COALESCE(%s, 0) <= 0) AS emptied FROM %s t WHERE t.%I IS NOT NULL',
 			@extschema@._column_expr(s.relation, 't', c->>'created_at', 'time', o),
 			@extschema@._column_expr(s.relation, 't', c->>'updated_at', 'time', o),
 			@extschema@._column_expr(s.relation, 't', c->>'value', 'amount', o),
@@ -789,6 +807,8 @@ BEGIN
 				COALESCE(@extschema@._text_array(o->'checkout_stages'), '{checkout}')) ELSE 'false' END,
 			@extschema@._column_expr(s.relation, 't', c->>'converted_order', 'raw', o),
 			@extschema@._column_expr(s.relation, 't', c->>'status', 'text', o), @extschema@._text_array(o->'converted'),
+			@extschema@._column_expr(s.relation, 't', c->>'status', 'text', o), @extschema@._text_array(o->'emptied'),
+			@extschema@._column_expr(s.relation, 't', c->>'value', 'amount', o),
 			s.relation, c->>'cart_id');
 	END LOOP;
 	IF pg_catalog.cardinality(parts) = 0 THEN
@@ -797,9 +817,9 @@ BEGIN
 	RETURN QUERY EXECUTE pg_catalog.format(
 		'SELECT (k.created_at AT TIME ZONE $1)::pg_catalog.date, pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE k.checkout),
 				pg_catalog.count(*) FILTER (WHERE k.converted),
-				pg_catalog.count(*) FILTER (WHERE NOT k.converted AND k.updated_at
+				pg_catalog.count(*) FILTER (WHERE NOT k.converted AND NOT COALESCE(k.emptied, false) AND k.updated_at
 					+ CASE WHEN k.checkout THEN $3 ELSE $2 END <= pg_catalog.now()),
-				COALESCE(pg_catalog.sum(k.value) FILTER (WHERE NOT k.converted AND k.updated_at
+				COALESCE(pg_catalog.sum(k.value) FILTER (WHERE NOT k.converted AND NOT COALESCE(k.emptied, false) AND k.updated_at
 					+ CASE WHEN k.checkout THEN $3 ELSE $2 END <= pg_catalog.now()), 0)
 		   FROM (%s) k GROUP BY 1', pg_catalog.array_to_string(parts, ' UNION ALL '))
 	USING r.time_zone, r.cart_abandon_after, r.checkout_abandon_after;
@@ -889,7 +909,7 @@ BEGIN
 		('report_campaigns', 'aov', 'Average credited order value: revenue / credited_orders'),
 		('report_campaigns', 'discount_cost', 'What the steps'' offers cost on credited orders: paid amount x offer / (100 - offer), for orders that used a discount'),
 		('report_campaigns', 'credited_margin', 'Net revenue minus cost of credited orders with a known cost (NULL: no costs known); discounts are already in it'),
-		('report_campaigns', 'opt_outs', 'Consent withdrawals on the message''s channel within its click window after the message'),
+		('report_campaigns', 'opt_outs', 'Messages followed by a consent withdrawal on their channel: each withdrawal counts for the latest message before it, if within that channel''s click window (1 day without one)'),
 		('report_campaigns', 'complaints', 'Messages marked as spam by the buyer'),
 		('report_campaign_steps_daily', NULL, 'Per campaign, step, channel and shop day the messages were sent: messages and what they earned'),
 		('report_campaign_steps_daily', 'campaign_id', 'The campaign'),
@@ -908,7 +928,7 @@ BEGIN
 		('report_campaign_steps_daily', 'aov', 'revenue / credited_orders'),
 		('report_campaign_steps_daily', 'discount_cost', 'What the step''s offer cost on credited orders that used a discount'),
 		('report_campaign_steps_daily', 'credited_margin', 'Net revenue minus cost of credited orders with a known cost'),
-		('report_campaign_steps_daily', 'opt_outs', 'Messages followed by a consent withdrawal on their channel within the click window'),
+		('report_campaign_steps_daily', 'opt_outs', 'Messages followed by a consent withdrawal on their channel: each withdrawal counts for the latest message before it, if within that channel''s click window (1 day without one)'),
 		('report_campaign_steps_daily', 'complaints', 'Messages marked as spam'),
 		('report_decisions_daily', NULL, 'Skipped and deferred messages per shop day, campaign, step, stage and reason'),
 		('report_decisions_daily', 'day', 'Shop day of the decision'),
@@ -977,7 +997,7 @@ BEGIN
 		('report_cart_recovery_daily', 'carts_started', 'Carts and checkouts started that day, every carts source'),
 		('report_cart_recovery_daily', 'checkouts_started', 'Of those, carts that reached checkout'),
 		('report_cart_recovery_daily', 'carts_converted', 'Of those, carts that became an order'),
-		('report_cart_recovery_daily', 'carts_abandoned', 'Of those, carts idle past cart_abandon_after / checkout_abandon_after and not converted'),
+		('report_cart_recovery_daily', 'carts_abandoned', 'Of those, carts idle past cart_abandon_after / checkout_abandon_after, neither converted nor emptied'),
 		('report_cart_recovery_daily', 'abandoned_value', 'Value of the abandoned carts'),
 		('report_cart_recovery_daily', 'carts_enrolled', 'Abandoned carts enrolled in a cart campaign that day, holdout included'),
 		('report_cart_recovery_daily', 'carts_holdout', 'Of those, held out'),
@@ -1179,6 +1199,14 @@ BEGIN
 	UPDATE @extschema@.consent_events ce SET source = NULL WHERE ce.customer_id = id;
 	UPDATE @extschema@.wallet_events w SET reason = NULL WHERE w.customer_id = id;
 	UPDATE @extschema@.tracked_carts t SET link = NULL WHERE t.customer_id = id;
+	-- a personal code (a referral code) goes; that a code was used stays
+	UPDATE @extschema@.tracked_orders t SET discount_code = 'erased'
+	 WHERE t.customer_id = id AND t.discount_code <> '';
+	-- error texts can quote a key
+	UPDATE @extschema@.tick_runs r SET error = pg_catalog.replace(r.error, id, pseudonym)
+	 WHERE pg_catalog.strpos(r.error, id) > 0;
+	UPDATE @extschema@.segment_compiled c SET error = pg_catalog.replace(c.error, id, pseudonym)
+	 WHERE pg_catalog.strpos(c.error, id) > 0;
 
 	-- every customer reference of ours, in every table: to the pseudonym
 	FOR col IN
@@ -1236,6 +1264,219 @@ COMMENT ON FUNCTION @extschema@.erase_customer(pg_catalog.text, pg_catalog.times
 --------------------------------------------------------------------------------
 -- 5. Roles
 --------------------------------------------------------------------------------
+
+-- What the tick, the reports and every definer function run over the shop's
+-- tables is SQL we generate, executed with our privileges (pg_cron runs the
+-- tick as the extension's owner, usually a superuser). Functions and
+-- operators in it resolve through the pinned search_path, but casts are
+-- global, and a domain's CHECK runs whenever a value is coerced to it: a
+-- table owner who defines either for a mapped column's type would have their
+-- code run as us. So a mapped column must be of a built-in type, an enum, or
+-- an array or domain (without CHECK constraints) over those, and no cast
+-- from or to any of them may call a function outside pg_catalog. Checked
+-- when a table is attached (a trigger on sources) and whenever a CREATE CAST,
+-- ALTER TABLE, ALTER DOMAIN or ALTER TYPE could break it (an event trigger
+-- that refuses the DDL).
+CREATE FUNCTION @extschema@._check_column_type(rel pg_catalog.regclass, col pg_catalog.text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t pg_catalog.oid;
+	y record;
+	seen pg_catalog.oid[] := '{}';
+	bad pg_catalog.text;
+BEGIN
+	SELECT a.atttypid INTO t FROM pg_catalog.pg_attribute a
+	 WHERE a.attrelid = rel AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+	IF NOT FOUND THEN
+		RETURN;   -- a missing column is reported where the SQL is generated
+	END IF;
+	LOOP
+		seen := seen || t;
+		SELECT x.typtype, x.typbasetype, x.typelem, x.typnamespace, x.typcategory, x.oid::pg_catalog.regtype AS name
+		  INTO y FROM pg_catalog.pg_type x WHERE x.oid = t;
+		IF y.typtype = 'd' THEN
+			IF EXISTS (SELECT FROM pg_catalog.pg_constraint c WHERE c.contypid = t AND c.contype = 'c') THEN
+				RAISE EXCEPTION 'column "%" of % has domain type % with a CHECK constraint', col, rel, y.name
+					USING ERRCODE = 'insufficient_privilege',
+						  DETAIL = 'segments reads attached tables with the tick''s privileges; the constraint would run with them.',
+						  HINT = 'Map a column of a built-in type or an enum, or drop the constraint.';
+			END IF;
+			t := y.typbasetype;
+		ELSIF y.typcategory = 'A' AND y.typelem <> 0 THEN
+			t := y.typelem;
+		ELSE
+			EXIT;
+		END IF;
+	END LOOP;
+	IF y.typnamespace <> 'pg_catalog'::pg_catalog.regnamespace AND y.typtype <> 'e' THEN
+		RAISE EXCEPTION 'column "%" of % has type %, which is neither built in nor an enum', col, rel, y.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'segments reads attached tables with the tick''s privileges; a type''s own functions would run with them.',
+				  HINT = 'Map a column of a built-in type (text, integer, numeric, timestamptz, ...) or an enum.';
+	END IF;
+	SELECT pg_catalog.format('%s -> %s via %s', c.castsource::pg_catalog.regtype, c.casttarget::pg_catalog.regtype,
+							 c.castfunc::pg_catalog.regprocedure)
+	  INTO bad
+	  FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc
+	 WHERE (c.castsource = ANY (seen) OR c.casttarget = ANY (seen))
+	   AND p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+	 LIMIT 1;
+	IF bad IS NOT NULL THEN
+		RAISE EXCEPTION 'column "%" of % has a type with a user-defined cast (%)', col, rel, bad
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'segments reads attached tables with the tick''s privileges; the cast''s function would run with them.',
+				  HINT = 'Drop the cast, or map a column of another type.';
+	END IF;
+END
+$$;
+
+-- Every mapped column of every attached table (or of one).
+CREATE FUNCTION @extschema@._check_source_types(only_relation pg_catalog.regclass DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s record;
+	c record;
+	products pg_catalog.regclass;
+BEGIN
+	FOR s IN SELECT * FROM @extschema@.sources x
+			  WHERE NOT x.builtin AND (only_relation IS NULL OR x.relation = only_relation) LOOP
+		FOR c IN SELECT * FROM pg_catalog.jsonb_each_text(s.columns) LOOP
+			PERFORM @extschema@._check_column_type(s.relation, c.value);
+		END LOOP;
+		products := pg_catalog.to_regclass(s.options->>'products');
+		IF products IS NOT NULL THEN
+			PERFORM @extschema@._check_column_type(products, s.options->>'product_key');
+			PERFORM @extschema@._check_column_type(products, s.options->>'product_category');
+		END IF;
+	END LOOP;
+END
+$$;
+
+CREATE FUNCTION @extschema@._check_attached_types()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._check_source_types(NEW.relation);
+	RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER sources_check_types AFTER INSERT OR UPDATE ON @extschema@.sources
+	FOR EACH ROW EXECUTE FUNCTION @extschema@._check_attached_types();
+
+-- SECURITY DEFINER: it fires for every role's DDL, and must read sources.
+CREATE FUNCTION @extschema@._guard_attached_types()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._check_source_types(NULL);
+END
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@._guard_attached_types() FROM PUBLIC;
+
+CREATE EVENT TRIGGER segments_guard_attached_types ON ddl_command_end
+	WHEN TAG IN ('CREATE CAST', 'ALTER TABLE', 'ALTER DOMAIN', 'ALTER TYPE')
+	EXECUTE FUNCTION @extschema@._guard_attached_types();
+
+-- Tables attached before 0.5.0 are checked now (an unsafe one fails the update).
+SELECT @extschema@._check_source_types(NULL);
+
+-- As definer functions, the schedule calls may only touch our own job: a
+-- name of the form segments-tick[-...], and a job of that name must run our
+-- command in this database.
+CREATE FUNCTION @extschema@._check_tick_job(name pg_catalog.text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	other pg_catalog.bool;
+BEGIN
+	IF name IS NULL OR name OPERATOR(pg_catalog.!~) '^segments-tick(-[A-Za-z0-9_.-]{1,100})?$' THEN
+		RAISE EXCEPTION 'job name "%" is not a segments tick job name', name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a name starting with segments-tick-, or leave it out.';
+	END IF;
+	IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+		EXECUTE 'SELECT EXISTS (SELECT FROM cron.job WHERE jobname = $1 AND username = current_user
+				   AND (command <> $2 OR database <> current_database()))'
+		   INTO other USING name, 'CALL @extschema@.run_tick()';
+		IF other THEN
+			RAISE EXCEPTION 'pg_cron job "%" is not this database''s segments tick', name
+				USING ERRCODE = 'insufficient_privilege',
+					  HINT = 'Choose another name; segments only schedules and unschedules its own jobs.';
+		END IF;
+	END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.schedule_tick(schedule pg_catalog.text DEFAULT '* * * * *',
+	job_name pg_catalog.text DEFAULT NULL)
+RETURNS pg_catalog.int8
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	name pg_catalog.text := COALESCE(job_name, 'segments-tick-' || current_database());
+	command pg_catalog.text := 'CALL @extschema@.run_tick()';
+	cron_db pg_catalog.text := current_setting('cron.database_name', true);
+	jobid pg_catalog.int8;
+BEGIN
+	IF current_setting('shared_preload_libraries') !~ '(^|[\s,])"?pg_cron"?($|[\s,])' THEN
+		RAISE EXCEPTION 'pg_cron is not loaded in this server'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'shared_preload_libraries does not include pg_cron.',
+				  HINT = 'Add pg_cron to shared_preload_libraries, restart, CREATE EXTENSION pg_cron; or call segments.run_tick() from any scheduler.';
+	END IF;
+	PERFORM @extschema@._check_tick_job(name);
+	IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in this database'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = format('pg_cron runs its jobs from database "%s" (cron.database_name).', COALESCE(cron_db, 'postgres')),
+				  HINT = format('In database %s run: SELECT cron.schedule_in_database(%L, %L, %L, %L);',
+								COALESCE(cron_db, 'postgres'), name, schedule, command, current_database());
+	END IF;
+	EXECUTE 'SELECT cron.schedule_in_database(job_name => $1, schedule => $2, command => $3, database => $4)'
+	   INTO jobid USING name, schedule, command, current_database();
+	RETURN jobid;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.unschedule_tick(job_name pg_catalog.text DEFAULT NULL)
+RETURNS pg_catalog.bool
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	name pg_catalog.text := COALESCE(job_name, 'segments-tick-' || current_database());
+	found_job pg_catalog.bool;
+BEGIN
+	PERFORM @extschema@._check_tick_job(name);
+	IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in this database'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Unschedule from the cron database: SELECT cron.unschedule(%L);', name);
+	END IF;
+	EXECUTE 'SELECT EXISTS (SELECT FROM cron.job WHERE jobname = $1 AND username = current_user)'
+	   INTO found_job USING name;
+	IF NOT found_job THEN
+		RETURN false;
+	END IF;
+	EXECUTE 'SELECT cron.unschedule($1)' USING name;
+	RETURN true;
+END
+$$;
 
 -- Three roles, one per kind of user; grant them to login roles:
 --   segments_reader  BI tools: the report views, nothing else (no personal data)
@@ -1321,7 +1562,7 @@ BEGIN
 					'define_segment', 'define_percentile_segment', 'alter_segment', 'drop_segment',
 					'rfm_group_map_customize', 'set_setting', 'reset_setting',
 					'create_campaign', 'add_campaign_step', 'set_campaign_status', 'campaign_from_template',
-					'schedule_tick', 'unschedule_tick', 'tick', '_tick_session_begin', '_tick_work', '_tick_session_end',
+					'schedule_tick', 'unschedule_tick', 'tick',
 					'refresh_facts', 'rebuild_facts', 'verify_facts', 'refresh_score_breaks',
 					'evaluate_segments', 'verify_segments', 'segments_as_of', 'reattribute',
 					'explain_customer', 'explain_campaign', 'erase_customer', 'is_erased')
@@ -1334,10 +1575,10 @@ BEGIN
 END
 $$;
 
--- run_tick() commits between its stages, so it cannot have definer rights;
--- the functions it calls do.
+-- run_tick() commits between its stages, so it cannot have definer rights:
+-- it stays with the owner and pg_cron (which runs it as the owner, through
+-- schedule_tick()); admins run tick(), which holds the tick's lock.
 REVOKE EXECUTE ON PROCEDURE @extschema@.run_tick(pg_catalog.timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON PROCEDURE @extschema@.run_tick(pg_catalog.timestamptz) TO segments_admin;
 GRANT segments_reader TO segments_admin;
 
 
