@@ -136,6 +136,173 @@ $$;
 COMMENT ON FUNCTION @extschema@.refresh_score_breaks(pg_catalog.timestamptz) IS
 'Recomputes percentile and RFM breakpoints over all buyers; queues the customers near a moved breakpoint that some rule can notice (once per measure); returns how many rows it queued';
 
+-- Writes computed facts for the given customers (all when keys is NULL),
+-- touching only rows that really change. Returns rows written and removed.
+-- Customers no source mentions any more are found as the keys the
+-- computation returned no row for (almost always none), not by reading
+-- every key's facts row again.
+CREATE OR REPLACE FUNCTION @extschema@._write_facts(keys pg_catalog.text[], as_of pg_catalog.timestamptz,
+	OUT written pg_catalog.int8, OUT removed pg_catalog.int8)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET enable_indexscan = off
+AS $$
+DECLARE
+	cols pg_catalog.text := @extschema@._facts_columns();
+BEGIN
+	EXECUTE pg_catalog.format(
+		'WITH computed AS (%s),
+		 upserted AS (
+			INSERT INTO @extschema@.customer_facts AS f (%s) SELECT * FROM computed
+			ON CONFLICT (customer_id) DO UPDATE SET (%s) = (%s), refreshed_at = pg_catalog.now()
+			WHERE (%s) IS DISTINCT FROM (%s)
+			RETURNING 1),
+		 gone AS (
+			DELETE FROM @extschema@.customer_facts f
+			 WHERE f.customer_id = ANY (ARRAY(SELECT k FROM pg_catalog.unnest($1) k
+											  EXCEPT SELECT c.customer_id FROM computed c))
+			RETURNING 1)
+		 SELECT (SELECT pg_catalog.count(*) FROM upserted), (SELECT pg_catalog.count(*) FROM gone)',
+		@extschema@._facts_sql(keys IS NOT NULL), cols, cols, @extschema@._facts_columns('excluded.'),
+		@extschema@._facts_columns('f.'), @extschema@._facts_columns('excluded.'))
+	INTO written, removed
+	USING keys, as_of;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@._write_facts(pg_catalog.text[], pg_catalog.timestamptz) IS
+'Internal: writes the computed facts of the given customers (everyone when NULL) where they changed, removes those no source mentions; returns both counts';
+
+-- the settings 0.4.0 gave it (CREATE OR REPLACE resets them): bitmap heap
+-- scans with prefetch for the shop's orders, no JIT
+DO $$
+BEGIN
+	-- platforms without posix_fadvise() accept only 0
+	PERFORM pg_catalog.set_config('effective_io_concurrency', '64', true);
+	ALTER FUNCTION @extschema@._write_facts(pg_catalog.text[], pg_catalog.timestamptz) SET effective_io_concurrency = 64;
+EXCEPTION WHEN invalid_parameter_value THEN
+	NULL;
+END
+$$;
+
+-- The statement that evaluates every enabled segment for the customers in
+-- $1 (all when NULL) as of $2, and writes only the differences. 0.5.0: a
+-- tick writes the watch rows of its customers with a plain UPDATE and
+-- INSERT instead of an upsert (see watch_keyed).
+CREATE OR REPLACE FUNCTION @extschema@._evaluation_sql(keyed pg_catalog.bool)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+AS $$
+DECLARE
+	rules pg_catalog.text;
+	watches pg_catalog.text;
+	-- a tick: the rows whose instant moved are updated in place (a join on
+	-- the key; no speculative insert and no row lock per row as with ON
+	-- CONFLICT), customers without a row are inserted, and only the keys
+	-- left without an instant are looked up to be deleted
+	watch_keyed pg_catalog.text := $w$watch_moved AS (
+	UPDATE @extschema@.segment_watch w SET next_check_at = x.next_check_at
+	  FROM watch x
+	 WHERE w.customer_id = x.customer_id AND w.customer_id = ANY($1)
+	   AND x.next_check_at IS NOT NULL AND w.next_check_at IS DISTINCT FROM x.next_check_at
+	RETURNING 1),
+watch_new AS (
+	INSERT INTO @extschema@.segment_watch AS w (customer_id, next_check_at)
+	SELECT x.customer_id, x.next_check_at FROM watch x
+	 WHERE x.next_check_at IS NOT NULL
+	   AND NOT EXISTS (SELECT FROM @extschema@.segment_watch o
+						WHERE o.customer_id = x.customer_id AND o.customer_id = ANY($1))
+	ON CONFLICT (customer_id) DO UPDATE SET next_check_at = excluded.next_check_at
+	 WHERE w.next_check_at IS DISTINCT FROM excluded.next_check_at
+	RETURNING 1),
+watch_cleared AS (
+	DELETE FROM @extschema@.segment_watch w
+	 WHERE w.customer_id = ANY (ARRAY(SELECT k FROM pg_catalog.unnest($1) k
+									  EXCEPT SELECT x.customer_id FROM watch x WHERE x.next_check_at IS NOT NULL))
+	RETURNING 1),
+$w$;
+	-- everyone: one anti join against the whole table finds the few rows
+	-- that changed, and only those go to the upsert
+	watch_all pg_catalog.text := $w$watch_moved AS (SELECT 1 WHERE false),
+watch_new AS (
+	INSERT INTO @extschema@.segment_watch AS w (customer_id, next_check_at)
+	SELECT x.customer_id, x.next_check_at FROM watch x
+	 WHERE x.next_check_at IS NOT NULL
+	   AND NOT EXISTS (SELECT FROM @extschema@.segment_watch o
+						WHERE o.customer_id = x.customer_id AND o.next_check_at = x.next_check_at)
+	ON CONFLICT (customer_id) DO UPDATE SET next_check_at = excluded.next_check_at
+	 WHERE w.next_check_at IS DISTINCT FROM excluded.next_check_at
+	RETURNING 1),
+watch_cleared AS (
+	DELETE FROM @extschema@.segment_watch w
+	 WHERE NOT EXISTS (SELECT FROM watch x WHERE x.customer_id = w.customer_id AND x.next_check_at IS NOT NULL)
+	RETURNING 1),
+$w$;
+BEGIN
+	-- the segments a customer is in: one array of the ids of the rules that
+	-- hold (an expression per rule, no VALUES row per rule and customer)
+	SELECT 'ARRAY[' || pg_catalog.string_agg(pg_catalog.format('CASE WHEN (%s) THEN %L END', c.expression, c.segment_id),
+											 ', ' ORDER BY c.segment_id) || ']::pg_catalog.text[]'
+	  INTO rules
+	  FROM @extschema@.segment_compiled c WHERE c.error IS NULL;
+	-- every threshold a time column is compared with gives the instant the
+	-- column next crosses it (_next_crossing)
+	SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format(
+			'@extschema@._next_crossing(f.%1$I, (%3$s)::pg_catalog.numeric, %2$L::pg_catalog.interval, $2)',
+			tc.anchor, tc.unit, tx.expr), ', ')
+	  INTO watches
+	  FROM @extschema@.segment_compiled c
+	 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(c.threshold_columns), pg_catalog.unnest(c.threshold_exprs)) AS tx(col, expr)
+	  JOIN @extschema@._time_columns() tc ON tc.time_column = tx.col
+	 WHERE tx.expr IS NOT NULL AND c.error IS NULL;
+	RETURN pg_catalog.format($sql$
+WITH f AS MATERIALIZED (SELECT * FROM (%1$s) sf%2$s),
+watch AS (SELECT f.customer_id, LEAST(%5$s) AS next_check_at FROM f),
+%6$sfresh AS (
+	SELECT f.customer_id, v.segment_id
+	  FROM f CROSS JOIN LATERAL pg_catalog.unnest(pg_catalog.array_remove(%3$s, NULL)) v(segment_id)),
+cur AS (SELECT m.segment_id, m.customer_id FROM @extschema@.segment_membership m
+		 WHERE m.segment_id NOT IN (SELECT x.segment_id FROM @extschema@.segment_compiled x WHERE x.error IS NOT NULL)%4$s),
+entered AS (
+	INSERT INTO @extschema@.segment_membership (segment_id, customer_id, since)
+	SELECT n.segment_id, n.customer_id, $2 FROM fresh n
+	 WHERE NOT EXISTS (SELECT FROM cur c WHERE c.segment_id = n.segment_id AND c.customer_id = n.customer_id)
+	RETURNING segment_id, customer_id),
+exited AS (
+	DELETE FROM @extschema@.segment_membership m USING cur c
+	 WHERE m.customer_id = c.customer_id AND m.segment_id = c.segment_id
+	   AND NOT EXISTS (SELECT FROM fresh n WHERE n.segment_id = c.segment_id AND n.customer_id = c.customer_id)
+	RETURNING m.segment_id, m.customer_id),
+logged AS (
+	INSERT INTO @extschema@.segment_history (customer_id, segment_id, change, at, evaluation_id)
+	SELECT customer_id, segment_id, 'enter', $2, $3 FROM entered
+	UNION ALL
+	SELECT customer_id, segment_id, 'exit', $2, $3 FROM exited
+	RETURNING change)
+SELECT (SELECT pg_catalog.count(*) FROM f),
+	   (SELECT pg_catalog.count(*) FROM logged WHERE change = 'enter'),
+	   (SELECT pg_catalog.count(*) FROM logged WHERE change = 'exit'),
+	   (SELECT pg_catalog.count(*) FROM watch_moved) + (SELECT pg_catalog.count(*) FROM watch_new)
+	   + (SELECT pg_catalog.count(*) FROM watch_cleared)
+$sql$,
+		@extschema@._segment_facts_sql('$2'),
+		CASE WHEN keyed THEN ' WHERE sf.customer_id = ANY($1)' ELSE '' END,
+		COALESCE(rules, '''{}''::pg_catalog.text[]'),
+		CASE WHEN keyed THEN ' AND m.customer_id = ANY($1)' ELSE '' END,
+		COALESCE(watches, 'NULL::pg_catalog.timestamptz'),
+		CASE WHEN keyed THEN watch_keyed ELSE watch_all END);
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@._evaluation_sql(pg_catalog.bool) IS
+'Internal: the statement that evaluates every enabled segment for the customers in $1 (everyone when keyed is false) as of $2 and writes the differences';
+
+-- the kept statements were made by the old generator
+UPDATE @extschema@.segment_compiled_from SET keyed_sql = NULL, full_sql = NULL;
+
 
 
 --------------------------------------------------------------------------------
