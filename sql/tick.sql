@@ -18,6 +18,7 @@ SELECT c.relname AS index, pg_get_indexdef(i.indexrelid, 1, true) AS key,
 -- A shop of 40 buyers with spread spend, order counts, costs and dates.
 \set t0 '''2026-05-01 12:00:00+00'''
 \set t1 '''2026-05-02 12:00:00+00'''
+\set t2 '2026-05-03 12:00:00+00'
 SELECT count(*) AS orders FROM (
 	SELECT segments.track_order('b' || lpad(g::text, 2, '0'), 'o-b' || g || '-' || n,
 			'2026-01-01 10:00+00'::timestamptz + (g * 3 + n * 11) * interval '1 day',
@@ -79,9 +80,30 @@ SELECT count(*) AS differences FROM segments.verify_segments(:t1);
 DELETE FROM segments.evaluation_queue;
 SELECT segments.refresh_score_breaks(:t1) AS queued_when_nothing_moved;
 
+-- The keyed tick's writes. b02 stops being a customer (no source mentions
+-- it), b05 orders again (its watch instant moves), b07's orders are
+-- refunded (no order left to watch).
+SELECT count(*) AS watched_before FROM segments.segment_watch WHERE customer_id IN ('b02', 'b05', 'b07');
+SELECT customer_id, next_check_at AS old_check FROM segments.segment_watch WHERE customer_id = 'b05' \gset
+DELETE FROM segments.tracked_orders WHERE customer_id = 'b02';
+SELECT segments.track_order('b05', 'o-b5-later', '2026-05-03 09:00+00', 10);
+UPDATE segments.tracked_orders SET status = 'refunded', refunded_amount = amount WHERE customer_id = 'b07';
+SELECT customers_checked, customers_changed, customers_removed FROM segments.refresh_facts(:'t2');
+SELECT customer_id FROM segments.customer_facts WHERE customer_id IN ('b02', 'b05', 'b07') ORDER BY 1;
+SELECT customers FROM segments.evaluate_segments(:'t2');
+SELECT customer_id, next_check_at > :'old_check' AS moved_later FROM segments.segment_watch
+ WHERE customer_id IN ('b02', 'b05', 'b07') ORDER BY 1;
+-- what the tick wrote is what a full evaluation computes: it changes nothing
+CREATE TEMP TABLE watch_after_tick AS SELECT * FROM segments.segment_watch;
+SELECT customers FROM segments.evaluate_segments(:'t2', full_evaluation => true);
+SELECT count(*) AS watch_differences FROM (
+	(TABLE watch_after_tick EXCEPT TABLE segments.segment_watch)
+	UNION ALL (TABLE segments.segment_watch EXCEPT TABLE watch_after_tick)) d;
+SELECT count(*) AS differences FROM segments.verify_segments(:'t2');
+
 -- clean up
 SELECT segments.drop_segment('every_score');
 DELETE FROM segments.tracked_orders;
 SELECT segments.rebuild_facts() AS customers_left;
-SELECT customers FROM segments.evaluate_segments(:t1, full_evaluation => true);
+SELECT customers FROM segments.evaluate_segments(:'t2', full_evaluation => true);
 SELECT count(*) AS members_left FROM segments.segment_membership;
