@@ -49,7 +49,11 @@ COMMENT ON FUNCTION @extschema@._score_measure_range(pg_catalog.text, pg_catalog
 -- reads move without queuing anyone. The customers of every measure are
 -- found in one scan of the buyers (the measures are not indexed); a
 -- customer near moved breakpoints of two measures is queued once for each,
--- as before.
+-- as before. A rule that reads a percentile in any other way than against
+-- a value makes all 99 of its breakpoints count: so that a buyer far from
+-- every range does not test each of them, a binary search (width_bucket)
+-- over the merged ranges, slightly widened, picks the candidates first; the
+-- exact conditions decide.
 CREATE OR REPLACE FUNCTION @extschema@.refresh_score_breaks(as_of pg_catalog.timestamptz DEFAULT pg_catalog.now())
 RETURNS pg_catalog.int8
 LANGUAGE plpgsql VOLATILE
@@ -62,6 +66,8 @@ DECLARE
 	new_breaks pg_catalog.float8[];
 	buyer_count pg_catalog.int8;
 	cond pg_catalog.text;
+	bounds pg_catalog.float8[];
+	tol pg_catalog.float8;
 	conds pg_catalog.text[] := '{}';
 	queued pg_catalog.int8 := 0;
 	every_break pg_catalog.bool;
@@ -110,7 +116,35 @@ BEGIN
 				 WHERE b.o IS DISTINCT FROM b.nw
 				   AND (every_break OR b.k::pg_catalog.int4 = ANY (relevant));
 				IF cond IS NOT NULL THEN
-					conds := conds || ('(' || cond || ')');
+					-- the ranges widened past what _score_measure_range()
+					-- allows (0.000001 on amounts, a millisecond on times, to
+					-- the whole number on order counts) and past float8
+					-- rounding, merged where they overlap, as the sorted
+					-- bounds lo1, hi1, lo2, hi2, ...: a value is in one when
+					-- width_bucket() over them is odd
+					tol := CASE WHEN m.measure = 'rfm_recency' THEN 0.01 ELSE 0.00001 END;
+					SELECT ARRAY(SELECT v.x
+								   FROM (SELECT pg_catalog.min(w.lo) AS lo, pg_catalog.max(w.hi) AS hi
+										   FROM (SELECT w.lo, w.hi, pg_catalog.count(*) FILTER (WHERE w.lo > w.prev_hi)
+																	  OVER (ORDER BY w.lo, w.hi) AS island
+												   FROM (SELECT r.lo, r.hi, pg_catalog.max(r.hi) OVER (ORDER BY r.lo, r.hi
+															ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_hi
+														   FROM (SELECT CASE WHEN m.measure IN ('orders_percentile', 'rfm_frequency')
+																			 THEN pg_catalog.floor(LEAST(b.o, b.nw)) - 0.5
+																			 ELSE LEAST(b.o, b.nw) - (tol + pg_catalog.abs(LEAST(b.o, b.nw)) * 1e-12) END AS lo,
+																		CASE WHEN m.measure IN ('orders_percentile', 'rfm_frequency')
+																			 THEN pg_catalog.ceil(GREATEST(b.o, b.nw)) + 0.5
+																			 ELSE GREATEST(b.o, b.nw) + (tol + pg_catalog.abs(GREATEST(b.o, b.nw)) * 1e-12) END AS hi
+																   FROM ROWS FROM (pg_catalog.unnest(m.breaks), pg_catalog.unnest(new_breaks))
+																		WITH ORDINALITY AS b(o, nw, k)
+																  WHERE b.o IS DISTINCT FROM b.nw
+																	AND (every_break OR b.k::pg_catalog.int4 = ANY (relevant))) r) w) w
+										  GROUP BY w.island) i
+								  CROSS JOIN LATERAL (VALUES (1, i.lo), (2, i.hi)) v(n, x)
+								  ORDER BY i.lo, v.n)
+					  INTO bounds;
+					conds := conds || pg_catalog.format('(pg_catalog.width_bucket(%s, %L::pg_catalog.float8[]) %% 2 = 1 AND (%s))',
+						@extschema@._score_measure_expr(m.measure), bounds, cond);
 				END IF;
 			END IF;
 		END IF;

@@ -76,6 +76,53 @@ SELECT count(*) AS measures_moved FROM old_breaks o JOIN segments.score_breaks n
 SELECT customers > 0 AS evaluated FROM segments.evaluate_segments(:t1);
 SELECT count(*) AS differences FROM segments.verify_segments(:t1);
 
+-- The same with random amounts (cents) and times (seconds): values on and
+-- next to the breakpoints, where the binary search over the widened ranges
+-- must let through exactly what the conditions accept.
+SELECT setseed(0.77);
+SELECT count(*) > 0 AS orders FROM (
+	SELECT segments.track_order('r' || g, 'o-r' || g || '-' || n,
+			'2026-01-01 00:00+00'::timestamptz + floor(random() * 120 * 86400) * interval '1 second',
+			round((5 + random() * 300)::numeric, 2), cost => round((random() * 4)::numeric, 2))
+	  FROM generate_series(1, 300) g, generate_series(1, 1 + (g % 5)) n) x;
+SELECT customers_checked FROM segments.refresh_facts(:t1);
+SELECT count(*) > 0 AS evaluated FROM segments.evaluate_segments(:t1, full_evaluation => true);
+SELECT count(*) > 0 AS orders FROM (
+	SELECT segments.track_order('r' || g, 'o-r' || g || '-more', '2026-05-02 10:00+00'::timestamptz
+			+ floor(random() * 3600) * interval '1 second', round((5 + random() * 600)::numeric, 2))
+	  FROM generate_series(1, 300, 2) g) x;
+SELECT customers_checked FROM segments.refresh_facts(:t1);
+DELETE FROM segments.evaluation_queue;
+TRUNCATE old_breaks, per_measure;
+INSERT INTO old_breaks SELECT measure, breaks FROM segments.score_breaks;
+DO $$
+DECLARE
+	m record;
+	conds text;
+	computed jsonb := (SELECT x.computed FROM segments._compute_score_breaks('segments.customer_facts') x);
+BEGIN
+	FOR m IN SELECT o.measure, o.breaks AS old, segments._jsonb_float8_array(computed->o.measure) AS new
+			   FROM old_breaks o ORDER BY o.measure LOOP
+		SELECT string_agg(segments._score_measure_range(m.measure, LEAST(b.o, b.n), GREATEST(b.o, b.n)), ' OR ')
+		  INTO conds
+		  FROM ROWS FROM (unnest(m.old), unnest(m.new)) b(o, n)
+		 WHERE b.o IS DISTINCT FROM b.n;
+		CONTINUE WHEN conds IS NULL;
+		EXECUTE format('INSERT INTO per_measure SELECT f.customer_id FROM segments.customer_facts f WHERE f.orders > 0 AND (%s)', conds);
+	END LOOP;
+END
+$$;
+SELECT count(DISTINCT customer_id) > 100 AS many_customers, count(*) > 300 AS many_rows FROM per_measure;
+SELECT segments.refresh_score_breaks(:t1) = (SELECT count(*) FROM per_measure) AS same_count;
+SELECT count(*) AS differences FROM (
+	(SELECT customer_id, count(*) FROM per_measure GROUP BY 1
+	 EXCEPT ALL SELECT customer_id, count(*) FROM segments.evaluation_queue GROUP BY 1)
+	UNION ALL
+	(SELECT customer_id, count(*) FROM segments.evaluation_queue GROUP BY 1
+	 EXCEPT ALL SELECT customer_id, count(*) FROM per_measure GROUP BY 1)) d;
+SELECT customers > 0 AS evaluated FROM segments.evaluate_segments(:t1);
+SELECT count(*) AS differences FROM segments.verify_segments(:t1);
+
 -- Nothing moved: nothing queued, and no scan of the buyers for it.
 DELETE FROM segments.evaluation_queue;
 SELECT segments.refresh_score_breaks(:t1) AS queued_when_nothing_moved;
