@@ -52,12 +52,13 @@ COMMENT ON FUNCTION @extschema@._score_measure_range(pg_catalog.text, pg_catalog
 -- as before. A rule that reads a percentile in any other way than against
 -- a value makes all 99 of its breakpoints count: so that a buyer far from
 -- every range does not test each of them, a binary search (width_bucket)
--- over the merged ranges, slightly widened, picks the candidates first; the
--- exact conditions decide.
+-- over the merged ranges, slightly widened, picks the candidates first
+-- when a measure has more than 8 ranges; the exact conditions decide.
 CREATE OR REPLACE FUNCTION @extschema@.refresh_score_breaks(as_of pg_catalog.timestamptz DEFAULT pg_catalog.now())
 RETURNS pg_catalog.int8
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET extra_float_digits = 1			-- breakpoints go into the statement as text, exactly
 AS $$
 DECLARE
 	m record;
@@ -66,6 +67,7 @@ DECLARE
 	new_breaks pg_catalog.float8[];
 	buyer_count pg_catalog.int8;
 	cond pg_catalog.text;
+	ranges pg_catalog.int4;
 	bounds pg_catalog.float8[];
 	tol pg_catalog.float8;
 	conds pg_catalog.text[] := '{}';
@@ -110,12 +112,16 @@ BEGIN
 			IF m.breaks IS NULL OR new_breaks IS NULL THEN
 				INSERT INTO @extschema@.evaluation_queue (customer_id) VALUES (NULL);
 			ELSE
-				SELECT pg_catalog.string_agg(@extschema@._score_measure_range(m.measure, LEAST(b.o, b.nw), GREATEST(b.o, b.nw)), ' OR ')
-				  INTO cond
+				SELECT pg_catalog.string_agg(@extschema@._score_measure_range(m.measure, LEAST(b.o, b.nw), GREATEST(b.o, b.nw)), ' OR '),
+					   pg_catalog.count(*)
+				  INTO cond, ranges
 				  FROM ROWS FROM (pg_catalog.unnest(m.breaks), pg_catalog.unnest(new_breaks)) WITH ORDINALITY AS b(o, nw, k)
 				 WHERE b.o IS DISTINCT FROM b.nw
 				   AND (every_break OR b.k::pg_catalog.int4 = ANY (relevant));
-				IF cond IS NOT NULL THEN
+				IF cond IS NOT NULL AND ranges <= 8 THEN
+					-- a few ranges: testing them is cheaper than the search
+					conds := conds || ('(' || cond || ')');
+				ELSIF cond IS NOT NULL THEN
 					-- the ranges widened past what _score_measure_range()
 					-- allows (0.000001 on amounts, a millisecond on times, to
 					-- the whole number on order counts) and past float8

@@ -113,7 +113,10 @@ BEGIN
 END
 $$;
 SELECT count(DISTINCT customer_id) > 100 AS many_customers, count(*) > 300 AS many_rows FROM per_measure;
+-- whatever the caller's float output setting
+SET extra_float_digits = -15;
 SELECT segments.refresh_score_breaks(:t1) = (SELECT count(*) FROM per_measure) AS same_count;
+RESET extra_float_digits;
 SELECT count(*) AS differences FROM (
 	(SELECT customer_id, count(*) FROM per_measure GROUP BY 1
 	 EXCEPT ALL SELECT customer_id, count(*) FROM segments.evaluation_queue GROUP BY 1)
