@@ -418,38 +418,27 @@ BEGIN ATOMIC
 	 WHERE (t.value #>> '{}')::pg_catalog.interval > '0'::pg_catalog.interval;
 END;
 
--- set_setting() as in 0.4.0, plus the checks of the attribution settings; a
--- new window re-attributes every enrolled buyer at the next tick.
-CREATE OR REPLACE FUNCTION @extschema@.set_setting(setting_name pg_catalog.text, new_value pg_catalog.text)
-RETURNS pg_catalog.text
+-- Settings get two hooks, so a release that adds a setting replaces a small
+-- function instead of set_setting() and reset_setting() again:
+--   _check_setting(name, value, type)  raises if the value is not allowed
+--   _setting_changed(name)             what a new value sets off downstream
+-- The checks are those of 0.4.0, plus attribution_windows.
+CREATE FUNCTION @extschema@._check_setting(setting_name pg_catalog.text, new_value pg_catalog.text,
+	value_type pg_catalog.regtype)
+RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	vtype pg_catalog.regtype;
-	rebuilds pg_catalog.bool;
 BEGIN
-	SELECT d.value_type, d.rebuilds_facts INTO vtype, rebuilds
-	  FROM @extschema@.setting_default d WHERE d.name = setting_name;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'unrecognized segments setting "%"', setting_name
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'SELECT name FROM segments.settings lists them.';
-	END IF;
-	IF new_value IS NULL THEN
-		RAISE EXCEPTION 'setting "%" cannot be NULL', setting_name
-			USING ERRCODE = 'null_value_not_allowed',
-				  HINT = 'Use segments.reset_setting() to go back to the default.';
-	END IF;
 	-- the value must parse as its type (the cast raises the precise error)
-	EXECUTE pg_catalog.format('SELECT %L::%s', new_value, vtype);
+	EXECUTE pg_catalog.format('SELECT %L::%s', new_value, value_type);
 	IF setting_name = 'shop_time_zone' THEN
 		PERFORM pg_catalog.now() AT TIME ZONE new_value;
-	ELSIF vtype = 'pg_catalog.interval'::pg_catalog.regtype
+	ELSIF value_type = 'pg_catalog.interval'::pg_catalog.regtype
 		  AND new_value::pg_catalog.interval <= '0'::pg_catalog.interval THEN
 		RAISE EXCEPTION 'setting "%" must be a positive interval', setting_name
 			USING ERRCODE = 'invalid_parameter_value';
-	ELSIF vtype = 'pg_catalog.int4'::pg_catalog.regtype AND new_value::pg_catalog.int4 < 0 THEN
+	ELSIF value_type = 'pg_catalog.int4'::pg_catalog.regtype AND new_value::pg_catalog.int4 < 0 THEN
 		RAISE EXCEPTION 'setting "%" must not be negative', setting_name
 			USING ERRCODE = 'invalid_parameter_value';
 	ELSIF setting_name = 'outbox_max_attempts' AND new_value::pg_catalog.int4 < 1 THEN
@@ -471,14 +460,48 @@ BEGIN
 	ELSIF setting_name = 'attribution_windows' THEN
 		PERFORM @extschema@._check_attribution_windows(new_value::pg_catalog.jsonb);
 	END IF;
-	INSERT INTO @extschema@.setting AS s (name, value) VALUES (setting_name, new_value)
-		ON CONFLICT (name) DO UPDATE SET value = excluded.value, changed_at = pg_catalog.now();
-	IF rebuilds THEN
+END
+$$;
+
+CREATE FUNCTION @extschema@._setting_changed(setting_name pg_catalog.text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF (SELECT d.rebuilds_facts FROM @extschema@.setting_default d WHERE d.name = setting_name) THEN
 		-- facts were computed under the old value: the next refresh rebuilds them
 		INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'settings');
 	ELSIF setting_name = 'attribution_windows' THEN
+		-- credit was given under the old windows: the next tick re-attributes everyone
 		INSERT INTO @extschema@.attribution_queue (customer_id) VALUES (NULL);
 	END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.set_setting(setting_name pg_catalog.text, new_value pg_catalog.text)
+RETURNS pg_catalog.text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	vtype pg_catalog.regtype;
+BEGIN
+	SELECT d.value_type INTO vtype FROM @extschema@.setting_default d WHERE d.name = setting_name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unrecognized segments setting "%"', setting_name
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'SELECT name FROM segments.settings lists them.';
+	END IF;
+	IF new_value IS NULL THEN
+		RAISE EXCEPTION 'setting "%" cannot be NULL', setting_name
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Use segments.reset_setting() to go back to the default.';
+	END IF;
+	PERFORM @extschema@._check_setting(setting_name, new_value, vtype);
+	INSERT INTO @extschema@.setting AS s (name, value) VALUES (setting_name, new_value)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value, changed_at = pg_catalog.now();
+	PERFORM @extschema@._setting_changed(setting_name);
 	RETURN new_value;
 END
 $$;
@@ -490,10 +513,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	DELETE FROM @extschema@.setting s WHERE s.name = setting_name;
-	IF FOUND AND (SELECT d.rebuilds_facts FROM @extschema@.setting_default d WHERE d.name = setting_name) THEN
-		INSERT INTO @extschema@.customer_changes (relation, key_kind) VALUES (NULL, 'settings');
-	ELSIF FOUND AND setting_name = 'attribution_windows' THEN
-		INSERT INTO @extschema@.attribution_queue (customer_id) VALUES (NULL);
+	IF FOUND THEN
+		PERFORM @extschema@._setting_changed(setting_name);
 	END IF;
 	RETURN @extschema@.setting_value(setting_name);
 END
@@ -1188,18 +1209,16 @@ CREATE VIEW @extschema@.report_cart_recovery_daily AS
 	  FROM f FULL JOIN e ON e.day = f.day;
 
 CREATE VIEW @extschema@.report_cart_recovery_steps AS
-	SELECT st.campaign_id, st.step_no, st.channel,
-		   (SELECT pg_catalog.count(DISTINCT m.enrollment_id) FROM @extschema@.outbox m
-			 WHERE m.campaign_id = st.campaign_id AND m.step_no = st.step_no AND m.state = 'sent') AS carts_messaged,
+	SELECT st.campaign_id, st.step_no, st.channel, sent.carts AS carts_messaged,
 		   pg_catalog.count(x.recovered_value) AS carts_recovered,
 		   COALESCE(pg_catalog.sum(x.recovered_value), 0) AS recovered_value,
-		   pg_catalog.count(x.recovered_value)::pg_catalog.float8
-			 / NULLIF((SELECT pg_catalog.count(DISTINCT m.enrollment_id) FROM @extschema@.outbox m
-						WHERE m.campaign_id = st.campaign_id AND m.step_no = st.step_no AND m.state = 'sent'), 0) AS recovery_rate
+		   pg_catalog.count(x.recovered_value)::pg_catalog.float8 / NULLIF(sent.carts, 0) AS recovery_rate
 	  FROM @extschema@.campaign_step st
 	  JOIN @extschema@.campaign c ON c.campaign_id = st.campaign_id AND c.signal IN ('cart_abandoned', 'checkout_abandoned')
+	 CROSS JOIN LATERAL (SELECT pg_catalog.count(DISTINCT m.enrollment_id) AS carts FROM @extschema@.outbox m
+						  WHERE m.campaign_id = st.campaign_id AND m.step_no = st.step_no AND m.state = 'sent') sent
 	  LEFT JOIN @extschema@._cart_enrollments x ON x.campaign_id = st.campaign_id AND x.recovered_by_step = st.step_no
-	 GROUP BY st.campaign_id, st.step_no, st.channel;
+	 GROUP BY st.campaign_id, st.step_no, st.channel, sent.carts;
 
 -- Comments on every report view and column: BI tools show them.
 DO $$
