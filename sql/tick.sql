@@ -43,7 +43,7 @@ CREATE TEMP TABLE old_breaks AS SELECT measure, breaks FROM segments.score_break
 -- What 0.4.0 queued: one statement per measure whose breakpoints moved,
 -- over the range between each moved breakpoint's old and new place.
 CREATE TEMP TABLE per_measure (customer_id text);
-DO $$
+CREATE FUNCTION pg_temp.queue_the_old_way() RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
 	m record;
 	conds text;
@@ -60,16 +60,21 @@ BEGIN
 	END LOOP;
 END
 $$;
+-- customers queued by refresh_score_breaks() and not the old way, or the reverse
+CREATE FUNCTION pg_temp.queue_differences() RETURNS int8 LANGUAGE sql AS $$
+	SELECT count(*) FROM (
+		(SELECT customer_id, count(*) FROM per_measure GROUP BY 1
+		 EXCEPT ALL SELECT customer_id, count(*) FROM segments.evaluation_queue GROUP BY 1)
+		UNION ALL
+		(SELECT customer_id, count(*) FROM segments.evaluation_queue GROUP BY 1
+		 EXCEPT ALL SELECT customer_id, count(*) FROM per_measure GROUP BY 1)) d
+$$;
+SELECT pg_temp.queue_the_old_way();
 SELECT count(DISTINCT customer_id) AS customers, count(*) AS rows FROM per_measure;
 
 -- The one scan queues the same customers, each once per measure.
 SELECT segments.refresh_score_breaks(:t1) = (SELECT count(*) FROM per_measure) AS same_count;
-SELECT count(*) AS differences FROM (
-	(SELECT customer_id, count(*) FROM per_measure GROUP BY 1
-	 EXCEPT ALL SELECT customer_id, count(*) FROM segments.evaluation_queue GROUP BY 1)
-	UNION ALL
-	(SELECT customer_id, count(*) FROM segments.evaluation_queue GROUP BY 1
-	 EXCEPT ALL SELECT customer_id, count(*) FROM per_measure GROUP BY 1)) d;
+SELECT pg_temp.queue_differences() AS differences;
 SELECT count(*) AS measures_moved FROM old_breaks o JOIN segments.score_breaks n USING (measure)
  WHERE o.breaks IS DISTINCT FROM n.breaks;
 -- the evaluation that follows agrees with a full recomputation
@@ -95,34 +100,13 @@ SELECT customers_checked FROM segments.refresh_facts(:t1);
 DELETE FROM segments.evaluation_queue;
 TRUNCATE old_breaks, per_measure;
 INSERT INTO old_breaks SELECT measure, breaks FROM segments.score_breaks;
-DO $$
-DECLARE
-	m record;
-	conds text;
-	computed jsonb := (SELECT x.computed FROM segments._compute_score_breaks('segments.customer_facts') x);
-BEGIN
-	FOR m IN SELECT o.measure, o.breaks AS old, segments._jsonb_float8_array(computed->o.measure) AS new
-			   FROM old_breaks o ORDER BY o.measure LOOP
-		SELECT string_agg(segments._score_measure_range(m.measure, LEAST(b.o, b.n), GREATEST(b.o, b.n)), ' OR ')
-		  INTO conds
-		  FROM ROWS FROM (unnest(m.old), unnest(m.new)) b(o, n)
-		 WHERE b.o IS DISTINCT FROM b.n;
-		CONTINUE WHEN conds IS NULL;
-		EXECUTE format('INSERT INTO per_measure SELECT f.customer_id FROM segments.customer_facts f WHERE f.orders > 0 AND (%s)', conds);
-	END LOOP;
-END
-$$;
+SELECT pg_temp.queue_the_old_way();
 SELECT count(DISTINCT customer_id) > 100 AS many_customers, count(*) > 300 AS many_rows FROM per_measure;
 -- whatever the caller's float output setting
 SET extra_float_digits = -15;
 SELECT segments.refresh_score_breaks(:t1) = (SELECT count(*) FROM per_measure) AS same_count;
 RESET extra_float_digits;
-SELECT count(*) AS differences FROM (
-	(SELECT customer_id, count(*) FROM per_measure GROUP BY 1
-	 EXCEPT ALL SELECT customer_id, count(*) FROM segments.evaluation_queue GROUP BY 1)
-	UNION ALL
-	(SELECT customer_id, count(*) FROM segments.evaluation_queue GROUP BY 1
-	 EXCEPT ALL SELECT customer_id, count(*) FROM per_measure GROUP BY 1)) d;
+SELECT pg_temp.queue_differences() AS differences;
 SELECT customers > 0 AS evaluated FROM segments.evaluate_segments(:t1);
 SELECT count(*) AS differences FROM segments.verify_segments(:t1);
 
